@@ -1,0 +1,59 @@
+//! Where tokens come from: the [`TokenSource`] trait and its two implementations.
+
+mod login;
+mod login_response;
+mod static_token;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use login::LoginSource;
+pub use static_token::{StaticToken, TOKEN_VAR};
+
+use crate::error::Error;
+use crate::origin::Origin;
+use crate::token::Token;
+
+/// The future returned by [`TokenSource::fetch`].
+pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<Token, Error>> + Send + 'a>>;
+
+/// A way to obtain a bearer token.
+///
+/// The token cache calls [`fetch`](TokenSource::fetch) at most once at a time, inside a task
+/// of its own with a timeout, and shares the result with every caller that waits for it.
+/// Implementations therefore need no locking or caching of their own.
+///
+/// ```
+/// use std::time::Duration;
+/// use resq_auth::{Error, Token, TokenFuture, TokenSource};
+///
+/// #[derive(Debug)]
+/// struct Vault;
+///
+/// impl TokenSource for Vault {
+///     fn fetch(&self) -> TokenFuture<'_> {
+///         Box::pin(async {
+///             // Read the token from a secret store here.
+///             Ok(Token::new("service-token").with_lifetime(Duration::from_secs(3600)))
+///         })
+///     }
+/// }
+/// ```
+pub trait TokenSource: Send + Sync + std::fmt::Debug + 'static {
+    /// Obtains a new token.
+    ///
+    /// # Errors
+    ///
+    /// Returns an [`Error`] whose [`kind`](Error::kind) tells why no token was obtained.
+    /// The message must not contain a secret.
+    fn fetch(&self) -> TokenFuture<'_>;
+
+    /// Returns the API origin (scheme, host and port) that tokens of this source are for.
+    ///
+    /// The layer attaches the token only to requests for this origin. `None`, the default,
+    /// means that the source does not know its origin, so the layer attaches the token to
+    /// every request unless an origin is set on the layer.
+    fn origin(&self) -> Option<Origin> {
+        None
+    }
+}
