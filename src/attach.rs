@@ -1,0 +1,232 @@
+//! The attach-token sub-layer: sets `Authorization: Bearer <token>` on requests for the API
+//! origin.
+
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::header::AUTHORIZATION;
+use http::{Request, Response, Uri};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::cache::{Authorization, TokenCache};
+use crate::error::{BoxError, Error};
+use crate::origin::Origin;
+
+/// The generation of the token that the attach-token layer set on a request, stored in the
+/// extensions of its response so that the auth-retry layer can invalidate exactly that
+/// token after a `401`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TokenGeneration(pub(crate) u64);
+
+/// Layer that applies [`AttachToken`].
+///
+/// Usually part of [`BearerAuthLayer`](crate::BearerAuthLayer); use it alone to attach the
+/// token without any retries.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct AttachTokenLayer {
+    cache: TokenCache,
+    origin: Option<Origin>,
+    transport_error: Option<Error>,
+}
+
+impl AttachTokenLayer {
+    /// Creates the layer. The token goes only to requests for the source's origin, if it
+    /// has one, and is refused for plain `http` to a host that is not loopback.
+    pub fn new(cache: TokenCache) -> Self {
+        let origin = cache.source().origin();
+        AttachTokenLayer::with_origin(cache, origin, false)
+    }
+
+    pub(crate) fn with_origin(cache: TokenCache, origin: Option<Origin>, allow_http: bool) -> Self {
+        let transport_error = origin
+            .as_ref()
+            .and_then(|origin| origin.check_transport(allow_http).err());
+        AttachTokenLayer {
+            cache,
+            origin,
+            transport_error,
+        }
+    }
+}
+
+impl<S> Layer<S> for AttachTokenLayer {
+    type Service = AttachToken<S>;
+
+    fn layer(&self, inner: S) -> AttachToken<S> {
+        AttachToken {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// Middleware that sets a sensitive `Authorization: Bearer <token>` header from a
+/// [`TokenCache`].
+///
+/// A request that already has an `Authorization` header, or whose URI names another
+/// origin than the API's, passes through untouched. With a valid token cached, the request
+/// goes to the inner service at once and without a heap allocation; otherwise it waits for
+/// the cache.
+#[derive(Debug, Clone)]
+pub struct AttachToken<S> {
+    inner: S,
+    layer: AttachTokenLayer,
+}
+
+impl<S> AttachToken<S> {
+    fn applies_to(&self, uri: &Uri) -> bool {
+        self.layer
+            .origin
+            .as_ref()
+            .is_none_or(|origin| origin.matches(uri))
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for AttachToken<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<ResBody>;
+    type Error = Error;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::inner)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if request.headers().contains_key(AUTHORIZATION) || !self.applies_to(request.uri()) {
+            return ResponseFuture::calling(self.inner.call(request), None);
+        }
+        if let Some(error) = &self.layer.transport_error {
+            return ResponseFuture::failed(error.clone());
+        }
+        if let Some(authorization) = self.layer.cache.cached() {
+            let generation = authorization.generation;
+            set_authorization(&mut request, authorization);
+            return ResponseFuture::calling(self.inner.call(request), Some(generation));
+        }
+        // Keep the instance that was polled ready for this request.
+        let clone = self.inner.clone();
+        let ready = mem::replace(&mut self.inner, clone);
+        let cache = self.layer.cache.clone();
+        ResponseFuture {
+            state: State::Token {
+                token: Box::pin(async move { cache.authorization().await }),
+            },
+            pending: Some((ready, request)),
+        }
+    }
+}
+
+fn set_authorization<B>(request: &mut Request<B>, authorization: Authorization) {
+    request
+        .headers_mut()
+        .insert(AUTHORIZATION, authorization.header);
+}
+
+type TokenFuture = Pin<Box<dyn Future<Output = Result<Authorization, Error>> + Send>>;
+
+pin_project! {
+    /// Response future of [`AttachToken`].
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        pending: Option<(S, Request<B>)>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Token { token: TokenFuture },
+        Calling {
+            #[pin]
+            future: F,
+            generation: Option<u64>,
+        },
+        Failed { error: Option<Error> },
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn calling(future: S::Future, generation: Option<u64>) -> Self {
+        ResponseFuture {
+            state: State::Calling { future, generation },
+            pending: None,
+        }
+    }
+
+    fn failed(error: Error) -> Self {
+        ResponseFuture {
+            state: State::Failed { error: Some(error) },
+            pending: None,
+        }
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResBody>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Token { token } => {
+                    let authorization = ready!(token.as_mut().poll(cx))?;
+                    let Some((mut service, mut request)) = this.pending.take() else {
+                        return Poll::Ready(Err(polled_after_completion()));
+                    };
+                    let generation = authorization.generation;
+                    set_authorization(&mut request, authorization);
+                    let future = service.call(request);
+                    this.state.set(State::Calling {
+                        future,
+                        generation: Some(generation),
+                    });
+                }
+                StateProj::Calling { future, generation } => {
+                    let mut response = ready!(future.poll(cx)).map_err(Error::inner)?;
+                    if let Some(generation) = *generation {
+                        response
+                            .extensions_mut()
+                            .insert(TokenGeneration(generation));
+                    }
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Failed { error } => {
+                    return Poll::Ready(Err(error.take().unwrap_or_else(polled_after_completion)));
+                }
+            }
+        }
+    }
+}
+
+fn polled_after_completion() -> Error {
+    Error::config("attach-token response future polled after it completed")
+}
+
+impl<S, B> std::fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
