@@ -132,7 +132,9 @@ impl<B> ReplayBody<B> {
 /// Locks the recording. A panic while it was held cannot leave it inconsistent, because
 /// every update is a single assignment or push, so a poisoned lock is used as it is.
 fn lock(recording: &Mutex<Recording>) -> MutexGuard<'_, Recording> {
-    recording.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    recording
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<B> ReplayableBody for ReplayBody<B>
@@ -173,7 +175,11 @@ where
         let mut source = this.source;
         let Some(inner) = source.as_mut().as_pin_mut() else {
             let recording = lock(this.recording);
-            return Poll::Ready(replay_frame(&recording, this.next_frame, this.trailers_sent));
+            return Poll::Ready(replay_frame(
+                &recording,
+                this.next_frame,
+                this.trailers_sent,
+            ));
         };
         let polled = ready!(inner.poll_frame(cx));
         let mut recording = lock(this.recording);
@@ -204,7 +210,11 @@ where
             },
         };
         // A sender may stop polling once the body reports its end, so record it now.
-        if source.as_ref().as_pin_ref().is_some_and(|inner| inner.is_end_stream()) {
+        if source
+            .as_ref()
+            .as_pin_ref()
+            .is_some_and(|inner| inner.is_end_stream())
+        {
             recording.complete = true;
         }
         Poll::Ready(Some(Ok(frame)))
@@ -236,9 +246,11 @@ fn replay_frame(
     trailers_sent: &mut bool,
 ) -> Option<Result<Frame<Bytes>, BoxError>> {
     if !recording.replayable() {
-        return Some(Err("the request body was not recorded in full, so it cannot be \
+        return Some(Err(
+            "the request body was not recorded in full, so it cannot be \
                          sent again"
-            .into()));
+                .into(),
+        ));
     }
     if let Some(data) = recording.frames.get(*next_frame) {
         *next_frame += 1;
@@ -268,7 +280,9 @@ impl<B> std::fmt::Debug for ReplayBody<B> {
 
 /// Copies a request for a replay: method, URI, version, headers, extensions and a body
 /// from [`ReplayableBody::clone_for_replay`].
-pub(crate) fn clone_request<B: ReplayableBody>(request: &http::Request<B>) -> Option<http::Request<B>> {
+pub(crate) fn clone_request<B: ReplayableBody>(
+    request: &http::Request<B>,
+) -> Option<http::Request<B>> {
     let body = request.body().clone_for_replay()?;
     let mut clone = http::Request::new(body);
     *clone.method_mut() = request.method().clone();

@@ -200,14 +200,12 @@ impl<S> Layer<S> for BearerAuthLayer {
     type Service = BearerAuth<S>;
 
     fn layer(&self, inner: S) -> BearerAuth<S> {
-        let attach = AttachTokenLayer::with_origin(
-            self.cache.clone(),
-            self.origin.clone(),
-            self.allow_http,
-        );
+        let attach =
+            AttachTokenLayer::with_origin(self.cache.clone(), self.origin.clone(), self.allow_http);
         let throttle = ThrottleLayer::with_budget(self.throttle.clone(), self.budget.clone())
             .counting_in(self.cache.clone());
-        let stack = throttle.layer(AuthRetryLayer::new(self.cache.clone()).layer(attach.layer(inner)));
+        let stack =
+            throttle.layer(AuthRetryLayer::new(self.cache.clone()).layer(attach.layer(inner)));
         BearerAuth {
             inner: stack,
             max_replay_body: self.max_replay_body,
@@ -246,7 +244,8 @@ where
     AttachToken<S>: Service<Request<ReplayBody<B>>, Error = Error>,
     AuthRetry<AttachToken<S>>: Service<Request<ReplayBody<B>>, Error = Error>,
 {
-    type Response = <Throttle<AuthRetry<AttachToken<S>>> as Service<Request<ReplayBody<B>>>>::Response;
+    type Response =
+        <Throttle<AuthRetry<AttachToken<S>>> as Service<Request<ReplayBody<B>>>>::Response;
     type Error = Error;
     type Future = <Throttle<AuthRetry<AttachToken<S>>> as Service<Request<ReplayBody<B>>>>::Future;
 

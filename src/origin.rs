@@ -171,7 +171,11 @@ mod tests {
             .unwrap_err();
         assert!(error.is_config());
         assert!(error.to_string().contains("http://api.resq.software:80"));
-        assert!(origin("http://api.resq.software").check_transport(true).is_ok());
+        assert!(
+            origin("http://api.resq.software")
+                .check_transport(true)
+                .is_ok()
+        );
         assert!(origin("http://127.0.0.1:9").check_transport(false).is_ok());
     }
 

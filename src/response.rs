@@ -60,7 +60,10 @@ mod tests {
 
     #[test]
     fn grpc_trailers_only_statuses() {
-        assert_eq!(verdict(&response(200, Some("16"))), Verdict::Unauthenticated);
+        assert_eq!(
+            verdict(&response(200, Some("16"))),
+            Verdict::Unauthenticated
+        );
         assert_eq!(verdict(&response(200, Some("7"))), Verdict::Forbidden);
         assert_eq!(verdict(&response(200, Some("0"))), Verdict::Other);
         assert_eq!(verdict(&response(200, Some("14"))), Verdict::Other);

@@ -44,7 +44,11 @@ impl Token {
     }
 
     /// Creates a token that arrived at `received_at`.
-    pub(crate) fn received(value: String, lifetime: Option<Duration>, received_at: Instant) -> Self {
+    pub(crate) fn received(
+        value: String,
+        lifetime: Option<Duration>,
+        received_at: Instant,
+    ) -> Self {
         Token {
             value: SecretString::from(value),
             lifetime,

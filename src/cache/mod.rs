@@ -235,7 +235,10 @@ impl TokenCache {
     }
 
     fn invalidate_locked(state: &mut State, generation: u64) -> bool {
-        let current = state.entry.as_ref().map(|entry| entry.authorization.generation);
+        let current = state
+            .entry
+            .as_ref()
+            .map(|entry| entry.authorization.generation);
         if current != Some(generation) {
             return false;
         }
@@ -246,7 +249,9 @@ impl TokenCache {
 
 impl State {
     fn cooling_down(&self, now: Instant) -> bool {
-        self.failure.as_ref().is_some_and(|failure| now < failure.retry_at)
+        self.failure
+            .as_ref()
+            .is_some_and(|failure| now < failure.retry_at)
     }
 
     /// Clears a flight whose task ended without reporting, which happens when the runtime

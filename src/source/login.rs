@@ -284,7 +284,9 @@ fn login_body(credentials: &Credentials) -> Result<Bytes, Error> {
         username: credentials.username(),
         password: credentials.expose_password(),
     };
-    let mut buffer = Zeroizing::new(Vec::with_capacity(64 + 6 * (body.username.len() + body.password.len())));
+    let mut buffer = Zeroizing::new(Vec::with_capacity(
+        64 + 6 * (body.username.len() + body.password.len()),
+    ));
     serde_json::to_writer(&mut *buffer, &body)
         .map_err(|error| Error::config(format!("cannot encode the login body: {error}")))?;
     Ok(Bytes::from_owner(buffer))

@@ -243,7 +243,12 @@ mod tests {
     #[test]
     fn non_json_or_empty_body_is_rejected() {
         assert_eq!(parse("").unwrap_err().0, "the body is empty");
-        assert!(parse("<html>").unwrap_err().0.starts_with("the body is not valid JSON"));
+        assert!(
+            parse("<html>")
+                .unwrap_err()
+                .0
+                .starts_with("the body is not valid JSON")
+        );
         assert_eq!(
             parse("[1]").unwrap_err().0,
             "the body is an array, expected a JSON object"
@@ -257,8 +262,11 @@ mod tests {
             Some("Invalid credentials")
         );
         assert_eq!(
-            error_text(br#"{"error":{"message":"bad pw hunter2","code":7}}"#, "hunter2")
-                .as_deref(),
+            error_text(
+                br#"{"error":{"message":"bad pw hunter2","code":7}}"#,
+                "hunter2"
+            )
+            .as_deref(),
             Some("bad pw [redacted]")
         );
         assert_eq!(error_text(b"not json", "pw"), None);

@@ -82,7 +82,10 @@ mod tests {
 
     #[test]
     fn delta_seconds() {
-        assert_eq!(retry_after(&headers("1"), now()), Some(Duration::from_secs(1)));
+        assert_eq!(
+            retry_after(&headers("1"), now()),
+            Some(Duration::from_secs(1))
+        );
         assert_eq!(retry_after(&headers(" 0 "), now()), Some(Duration::ZERO));
         assert_eq!(
             retry_after(&headers("3600"), now()),
@@ -133,7 +136,10 @@ mod tests {
                 panic!("gave up on Retry-After: 1");
             };
             assert!(wait >= Duration::from_secs(1), "{wait:?}");
-            assert!(wait <= Duration::from_secs(1) + config.retry_after_jitter, "{wait:?}");
+            assert!(
+                wait <= Duration::from_secs(1) + config.retry_after_jitter,
+                "{wait:?}"
+            );
         }
     }
 
