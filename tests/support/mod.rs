@@ -1,0 +1,170 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::AUTHORIZATION;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use resq_auth::mock::MockServer;
+use resq_auth::{Error, ErrorKind, LoginSource, ReplayBody, Token, TokenFuture, TokenSource};
+
+/// A token source for tests on the paused clock: counts fetches, waits a set delay on the
+/// Tokio clock, then returns `token-N` for the N-th fetch or the next scripted failure.
+#[derive(Debug, Clone)]
+pub struct ScriptedSource {
+    script: Arc<Mutex<Script>>,
+}
+
+#[derive(Debug)]
+struct Script {
+    fetches: usize,
+    lifetime: Option<Duration>,
+    delay: Duration,
+    outcomes: VecDeque<Option<ErrorKind>>,
+    panic_next: bool,
+}
+
+impl ScriptedSource {
+    pub fn new(lifetime: Duration) -> Self {
+        ScriptedSource {
+            script: Arc::new(Mutex::new(Script {
+                fetches: 0,
+                lifetime: Some(lifetime),
+                delay: Duration::ZERO,
+                outcomes: VecDeque::new(),
+                panic_next: false,
+            })),
+        }
+    }
+
+    pub fn without_expiry() -> Self {
+        let source = ScriptedSource::new(Duration::ZERO);
+        source.script.lock().unwrap().lifetime = None;
+        source
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        self.script.lock().unwrap().delay = delay;
+    }
+
+    /// Makes the next fetches fail with `kind`, in order, then succeed again.
+    pub fn fail_next(&self, kinds: &[ErrorKind]) {
+        let mut script = self.script.lock().unwrap();
+        script.outcomes.extend(kinds.iter().copied().map(Some));
+    }
+
+    pub fn panic_next(&self) {
+        self.script.lock().unwrap().panic_next = true;
+    }
+
+    pub fn fetches(&self) -> usize {
+        self.script.lock().unwrap().fetches
+    }
+}
+
+impl TokenSource for ScriptedSource {
+    fn fetch(&self) -> TokenFuture<'_> {
+        let (number, delay, failure, lifetime, panic) = {
+            let mut script = self.script.lock().unwrap();
+            script.fetches += 1;
+            let panic = std::mem::take(&mut script.panic_next);
+            let failure = script.outcomes.pop_front().flatten();
+            (
+                script.fetches,
+                script.delay,
+                failure,
+                script.lifetime,
+                panic,
+            )
+        };
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            assert!(!panic, "scripted panic in the token source");
+            if let Some(kind) = failure {
+                return Err(Error::from_source(
+                    kind,
+                    format!("scripted failure of fetch {number}"),
+                ));
+            }
+            let token = Token::new(format!("token-{number}"));
+            Ok(match lifetime {
+                Some(lifetime) => token.with_lifetime(lifetime),
+                None => token,
+            })
+        })
+    }
+}
+
+/// A service that answers 200 with the request's Authorization value as the body, for
+/// tests on the paused clock where a socket would let the clock jump.
+pub fn echo_authorization() -> impl tower::Service<
+    Request<ReplayBody<Full<Bytes>>>,
+    Response = Response<String>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<String>, Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(|request: Request<ReplayBody<Full<Bytes>>>| async move {
+        let authorization = request
+            .headers()
+            .get(AUTHORIZATION)
+            .map(|value| value.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        Ok::<_, Infallible>(Response::new(authorization))
+    })
+}
+
+pub type HttpClient<B> = Client<HttpConnector, B>;
+
+pub fn http_client<B>() -> HttpClient<B>
+where
+    B: http_body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A login source for `server` with its valid credentials.
+pub fn login_source(server: &MockServer) -> LoginSource<HttpClient<Full<Bytes>>> {
+    LoginSource::new(http_client(), server.base_uri(), server.credentials())
+}
+
+pub fn get(server: &MockServer, path: &str) -> Request<Full<Bytes>> {
+    Request::get(server.uri(path))
+        .body(Full::default())
+        .unwrap()
+}
+
+pub fn post(server: &MockServer, path: &str, body: &'static [u8]) -> Request<Full<Bytes>> {
+    Request::post(server.uri(path))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(body)))
+        .unwrap()
+}
+
+/// Reads a response body to bytes.
+pub async fn body_bytes<B>(response: Response<B>) -> Bytes
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+pub fn status_of<B>(result: &Result<Response<B>, Error>) -> StatusCode {
+    match result {
+        Ok(response) => response.status(),
+        Err(error) => panic!("request failed: {error}"),
+    }
+}
