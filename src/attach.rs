@@ -15,6 +15,7 @@ use tower_service::Service;
 use crate::cache::{Authorization, TokenCache};
 use crate::error::{BoxError, Error};
 use crate::origin::Origin;
+use crate::response_body::{ResponseBody, is_grpc};
 
 /// The generation of the token that the attach-token layer set on a request, stored in the
 /// extensions of its response so that the auth-retry layer can invalidate exactly that
@@ -92,7 +93,7 @@ where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = Error;
     type Future = ResponseFuture<S, B>;
 
@@ -110,7 +111,8 @@ where
         if let Some(authorization) = self.layer.cache.cached() {
             let generation = authorization.generation;
             set_authorization(&mut request, authorization);
-            return ResponseFuture::calling(self.inner.call(request), Some(generation));
+            let future = self.inner.call(request);
+            return ResponseFuture::calling(future, Some((self.layer.cache.clone(), generation)));
         }
         // Keep the instance that was polled ready for this request.
         let clone = self.inner.clone();
@@ -120,7 +122,7 @@ where
             state: State::Token {
                 token: Box::pin(async move { cache.authorization().await }),
             },
-            pending: Some((ready, request)),
+            pending: Some((ready, request, self.layer.cache.clone())),
         }
     }
 }
@@ -141,7 +143,7 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        pending: Option<(S, Request<B>)>,
+        pending: Option<(S, Request<B>, TokenCache)>,
     }
 }
 
@@ -152,7 +154,7 @@ pin_project! {
         Calling {
             #[pin]
             future: F,
-            generation: Option<u64>,
+            token: Option<(TokenCache, u64)>,
         },
         Failed { error: Option<Error> },
     }
@@ -162,9 +164,9 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    fn calling(future: S::Future, generation: Option<u64>) -> Self {
+    fn calling(future: S::Future, token: Option<(TokenCache, u64)>) -> Self {
         ResponseFuture {
-            state: State::Calling { future, generation },
+            state: State::Calling { future, token },
             pending: None,
         }
     }
@@ -182,7 +184,7 @@ where
     S: Service<Request<B>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
 {
-    type Output = Result<Response<ResBody>, Error>;
+    type Output = Result<Response<ResponseBody<ResBody>>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -190,7 +192,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Token { token } => {
                     let authorization = ready!(token.as_mut().poll(cx))?;
-                    let Some((mut service, mut request)) = this.pending.take() else {
+                    let Some((mut service, mut request, cache)) = this.pending.take() else {
                         return Poll::Ready(Err(polled_after_completion()));
                     };
                     let generation = authorization.generation;
@@ -198,17 +200,12 @@ where
                     let future = service.call(request);
                     this.state.set(State::Calling {
                         future,
-                        generation: Some(generation),
+                        token: Some((cache, generation)),
                     });
                 }
-                StateProj::Calling { future, generation } => {
-                    let mut response = ready!(future.poll(cx)).map_err(Error::inner)?;
-                    if let Some(generation) = *generation {
-                        response
-                            .extensions_mut()
-                            .insert(TokenGeneration(generation));
-                    }
-                    return Poll::Ready(Ok(response));
+                StateProj::Calling { future, token } => {
+                    let response = ready!(future.poll(cx)).map_err(Error::inner)?;
+                    return Poll::Ready(Ok(wrap_response(response, token.take())));
                 }
                 StateProj::Failed { error } => {
                     return Poll::Ready(Err(error.take().unwrap_or_else(polled_after_completion)));
@@ -216,6 +213,29 @@ where
             }
         }
     }
+}
+
+/// Records the token generation on the response and wraps its body, watching the trailers
+/// of a gRPC response that carried a token.
+fn wrap_response<B>(
+    response: Response<B>,
+    token: Option<(TokenCache, u64)>,
+) -> Response<ResponseBody<B>> {
+    let Some((cache, generation)) = token else {
+        return response.map(ResponseBody::new);
+    };
+    let grpc = is_grpc(response.headers());
+    let mut response = response.map(|body| {
+        if grpc {
+            ResponseBody::watching(body, cache, generation)
+        } else {
+            ResponseBody::new(body)
+        }
+    });
+    response
+        .extensions_mut()
+        .insert(TokenGeneration(generation));
+    response
 }
 
 fn polled_after_completion() -> Error {

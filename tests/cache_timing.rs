@@ -18,11 +18,15 @@ use tower::{Layer, Service, ServiceExt};
 /// Sends one request and returns the Authorization value the inner service saw.
 async fn authorization<S>(service: &mut S) -> Result<String, resq_auth::Error>
 where
-    S: Service<Request<Full<Bytes>>, Response = http::Response<String>, Error = resq_auth::Error>,
+    S: Service<
+            Request<Full<Bytes>>,
+            Response = http::Response<resq_auth::ResponseBody<String>>,
+            Error = resq_auth::Error,
+        >,
 {
     let request = Request::get("/evidence").body(Full::default()).unwrap();
     let response = service.ready().await?.call(request).await?;
-    Ok(response.into_body())
+    Ok(response.into_body().into_inner())
 }
 
 /// Lets spawned tasks, such as a background refresh that is due now, run to completion.
