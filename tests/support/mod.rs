@@ -168,3 +168,40 @@ pub fn status_of<B>(result: &Result<Response<B>, Error>) -> StatusCode {
         Err(error) => panic!("request failed: {error}"),
     }
 }
+
+/// A streaming body fed through a channel: it has no known length, so hyper sends it with
+/// chunked transfer encoding, and each chunk arrives only when the test sends it.
+#[derive(Debug)]
+pub struct ChannelBody {
+    receiver: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl ChannelBody {
+    /// Returns a body that yields `chunks` one at a time from a spawned task.
+    pub fn streaming(chunks: Vec<&'static [u8]>) -> Self {
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            for chunk in chunks {
+                tokio::task::yield_now().await;
+                if sender.send(Bytes::from_static(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        ChannelBody { receiver }
+    }
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.receiver
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|data| Ok(http_body::Frame::data(data))))
+    }
+}
