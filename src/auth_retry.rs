@@ -43,8 +43,8 @@ impl<S> Layer<S> for AuthRetryLayer {
 /// The [`Policy`] of [`AuthRetry`].
 ///
 /// - `401` (or gRPC status 16 in a trailers-only response) to a request that carried a
-///   token from the cache: the token is dropped if its generation is still the cached one,
-///   and the request is sent once more, which waits for the new token. A second `401` goes
+///   token from the cache: the token is dropped if its generation is still the cached one.
+///   Then the request is sent once more, which waits for the new token. A second `401` goes
 ///   back to the caller. When the body cannot be sent again, the `401` goes back at once,
 ///   but the token is still dropped so that the next request logs in.
 /// - `403` (or gRPC status 7): returned as it is and logged as a warning, with no new

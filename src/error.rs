@@ -36,18 +36,18 @@ struct Inner {
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
-    /// `/login` answered `401`: the username or password is wrong or was revoked.
+    /// `/login` responded with `401`: the username or password is wrong or was revoked.
     /// Retrying cannot help until the credentials change.
     InvalidCredentials,
-    /// `/login` answered a status other than `200` and `401`, for example `500` or a `429`
+    /// `/login` responded with a status other than `200` and `401`, for example `500` or a `429`
     /// that outlasted the retry limits. [`Error::status`] returns it.
     LoginStatus,
-    /// `/login` did not answer within the login timeout.
+    /// `/login` did not respond within the login timeout.
     LoginTimeout,
     /// The login request could not be sent or its response could not be read, for example
     /// because the connection was refused or reset.
     LoginTransport,
-    /// `/login` answered `200` with a body that is not a valid login response: not JSON, too
+    /// `/login` responded with `200` and a body that is not a valid login response: not JSON, too
     /// large, no `token`, or an unusable `expires_at`.
     InvalidLoginResponse,
     /// The configuration is invalid: a missing environment variable, a base URI that is not

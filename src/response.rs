@@ -1,9 +1,9 @@
 //! Reading what a response means for authentication: HTTP statuses and the gRPC status of
 //! trailers-only responses.
 
-use http::{HeaderMap, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Response, StatusCode};
 
-/// What a response asks the retry layers to do.
+/// The action that a response calls for from the retry layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
     /// `401`, or gRPC status 16 (UNAUTHENTICATED): log in again and replay once.
@@ -29,8 +29,13 @@ pub(crate) fn verdict<B>(response: &Response<B>) -> Verdict {
     }
 }
 
+/// The `grpc-status` header name, built once: a lookup by `&str` parses the name on every
+/// call, and each response is classified up to three times (attach-token, auth-retry and
+/// throttle).
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
 fn grpc_verdict(headers: &HeaderMap) -> Verdict {
-    match headers.get("grpc-status").map(|value| value.as_bytes()) {
+    match headers.get(&GRPC_STATUS).map(|value| value.as_bytes()) {
         Some(b"16") => Verdict::Unauthenticated,
         Some(b"7") => Verdict::Forbidden,
         _ => Verdict::Other,

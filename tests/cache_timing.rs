@@ -1,6 +1,6 @@
 //! Expiry, refresh and cooldown rules of the token cache, on Tokio's paused clock.
 //!
-//! The inner service answers in process, because a socket would let the paused clock jump
+//! The inner service runs in process, because a socket would let the paused clock jump
 //! ahead while the test waits for it.
 
 mod support;

@@ -19,7 +19,7 @@ use tower::{Layer, Service, ServiceExt};
 
 type Authed = BearerAuth<HttpClient<ReplayBody<Full<Bytes>>>>;
 
-/// The layer as the tests use it against a server on loopback: no spacing between logins,
+/// Builds the layer for tests against a server on loopback: no spacing between logins,
 /// so a test never waits on the real clock.
 fn layer(source: LoginSource<HttpClient<Full<Bytes>>>) -> BearerAuthLayer {
     BearerAuthLayer::new(source).min_login_interval(Duration::ZERO)

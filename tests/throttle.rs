@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tower::retry::budget::TpsBudget;
 use tower::{Layer, Service, ServiceExt};
 
-/// An in-process API that answers `429` with `retry_after` to the first `throttled` calls
+/// An in-process API that responds `429` with `retry_after` to the first `throttled` calls
 /// and `200` afterwards, recording the instant of every call.
 #[derive(Clone)]
 struct ThrottledApi {

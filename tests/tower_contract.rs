@@ -33,7 +33,7 @@ fn status(code: StatusCode) -> Response<Full<Bytes>> {
     response
 }
 
-/// Reads the next request to its end, as a server would, answers it with `code` and
+/// Reads the next request to its end, as a server would, responds with `code` and
 /// returns its Authorization value.
 async fn answer(handle: &mut Handle, code: StatusCode) -> String {
     let (request, responder) = handle.next_request().await.expect("a request");

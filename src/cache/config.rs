@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-/// Settings of a [`TokenCache`](crate::TokenCache). Set them through the builder methods
-/// of [`BearerAuthLayer`](crate::BearerAuthLayer) or [`TokenCache`](crate::TokenCache).
+/// Settings of a [`TokenCache`](crate::TokenCache), set through the builder methods of
+/// [`BearerAuthLayer`](crate::BearerAuthLayer).
 #[derive(Debug, Clone)]
 pub(crate) struct CacheConfig {
     pub(crate) refresh_before: Duration,

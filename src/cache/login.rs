@@ -83,7 +83,7 @@ impl TokenCache {
             tracing::debug!("login started");
             let fetched = cache.fetch().await;
             let outcome = cache.store(fetched).await;
-            // Nobody may be waiting, which is fine: the token is cached either way.
+            // No caller may be waiting any more, which is fine because the token is cached anyway.
             let _ = sender.send(Some(outcome));
         });
         Ok(receiver)

@@ -82,7 +82,7 @@ struct Failure {
     consecutive: u32,
 }
 
-/// What a caller does after looking at the state.
+/// The next step of a caller, decided from the state.
 enum Plan {
     Ready(Authorization),
     Fail(Error),

@@ -19,9 +19,9 @@ use serde_json::Value;
 
 /// Seconds beyond which `expires_at` is read as milliseconds.
 const MILLISECONDS_THRESHOLD: f64 = 1e11;
-/// The longest lifetime the parser returns: about 100 years, far below `Duration::MAX`.
+/// The maximum lifetime the parser returns: about 100 years, far below `Duration::MAX`.
 const MAX_PARSED_LIFETIME: f64 = 100.0 * 365.0 * 86_400.0;
-/// The longest error text from the server that an error message repeats.
+/// The maximum length, in characters, of server error text repeated in an error message.
 const MAX_ERROR_TEXT: usize = 200;
 
 /// The parts of a successful login response.
@@ -31,7 +31,8 @@ pub(crate) struct LoginGrant {
     pub(crate) lifetime: Option<Duration>,
 }
 
-/// Why a success body was rejected. The text names the field and its value, never the token.
+/// The reason a success body was rejected. The text names the field and its value, never
+/// the token.
 #[derive(Debug, PartialEq)]
 pub(crate) struct InvalidBody(pub(crate) String);
 

@@ -8,7 +8,7 @@ use http::header::RETRY_AFTER;
 
 use super::ThrottleConfig;
 
-/// What to do about one `429`.
+/// The decision for one `429`: wait, or give up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
     /// Wait this long, then retry.

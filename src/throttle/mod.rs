@@ -1,5 +1,5 @@
-//! The throttle sub-layer: after a `429`, wait as the server asks, or back off with
-//! jitter, then send the request again.
+//! The throttle sub-layer: after a `429`, wait for the time the server requests, or back
+//! off with jitter, then send the request again.
 
 mod delay;
 
@@ -20,7 +20,8 @@ pub(crate) use delay::{Decision, decide};
 /// [`Retry`](tower::retry::Retry).
 pub type Throttle<S> = Retry<ThrottlePolicy, S>;
 
-/// How the throttle layer and [`LoginSource`](crate::LoginSource) wait after a `429`.
+/// Settings of the wait after a `429`, for the throttle layer and
+/// [`LoginSource`](crate::LoginSource).
 ///
 /// ```
 /// use std::time::Duration;
