@@ -92,7 +92,9 @@ pub use error::{BoxError, Error, ErrorKind};
 pub use layer::{BearerAuth, BearerAuthLayer, future};
 pub use origin::Origin;
 pub use response_body::ResponseBody;
-pub use source::{LoginSource, StaticToken, TOKEN_VAR, TokenFuture, TokenSource};
+pub use source::{
+    CredentialsHandle, LoginSource, StaticToken, TOKEN_VAR, TokenFuture, TokenSource,
+};
 pub use throttle::{Throttle, ThrottleConfig, ThrottleLayer, ThrottlePolicy};
 pub use token::Token;
 

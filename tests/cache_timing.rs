@@ -309,3 +309,20 @@ async fn concurrent_callers_share_one_login() {
     }
     assert_eq!(source.fetches(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn login_before_clear_is_not_cached() {
+    let source = ScriptedSource::new(Duration::from_secs(3600));
+    source.set_delay(Duration::from_secs(2));
+    let layer = BearerAuthLayer::new(source.clone());
+    let service = layer.layer(echo_authorization());
+    let mut waiting = service.clone();
+    let first = tokio::spawn(async move { authorization(&mut waiting).await });
+    settle().await;
+
+    layer.cache().clear().await;
+    assert_eq!(first.await.unwrap().unwrap(), "Bearer token-1");
+    let mut service = service;
+    assert_eq!(authorization(&mut service).await.unwrap(), "Bearer token-2");
+    assert_eq!(source.fetches(), 2);
+}

@@ -76,13 +76,14 @@ impl TokenCache {
             receiver: receiver.clone(),
         });
         let cache = self.clone();
+        let epoch = state.epoch;
         runtime.spawn(async move {
             if let Some(instant) = not_before {
                 tokio::time::sleep_until(instant).await;
             }
             tracing::debug!("login started");
             let fetched = cache.fetch().await;
-            let outcome = cache.store(fetched).await;
+            let outcome = cache.store(fetched, epoch).await;
             // No caller may be waiting any more, which is fine because the token is cached anyway.
             let _ = sender.send(Some(outcome));
         });
@@ -121,13 +122,22 @@ impl TokenCache {
     }
 
     /// Stores the result of a login: a new token and generation, or the failure and its
-    /// cooldown. A failure leaves a still-valid token in place.
-    async fn store(&self, fetched: Result<Token, Error>) -> Result<Authorization, Error> {
+    /// cooldown. A failure leaves a still-valid token in place. A login that started
+    /// before the last [`clear`](TokenCache::clear) only returns its outcome.
+    async fn store(
+        &self,
+        fetched: Result<Token, Error>,
+        epoch: u64,
+    ) -> Result<Authorization, Error> {
         let mut state = self.shared.state.write().await;
-        state.flight = None;
         let now = Instant::now();
         let generation = state.next_generation + 1;
         let entry = fetched.and_then(|token| Entry::new(&token, generation, self.config()));
+        if state.epoch != epoch {
+            state.next_generation = generation;
+            return entry.map(|entry| entry.authorization);
+        }
+        state.flight = None;
         match entry {
             Ok(entry) => {
                 let authorization = entry.authorization.clone();

@@ -73,6 +73,9 @@ struct State {
     flight: Option<Flight>,
     failure: Option<Failure>,
     last_login: Option<Instant>,
+    /// Incremented by [`TokenCache::clear`]; a login started before a clear does not store
+    /// its token.
+    epoch: u64,
 }
 
 /// The last failed login and when the next may start.
@@ -132,15 +135,27 @@ impl TokenCache {
             .then_some(entry.authorization.generation)
     }
 
-    /// Drops the cached token, so the next request logs in again.
+    /// Drops the cached token and any login cooldown, so the next request logs in again at
+    /// once.
     ///
-    /// Use it after a suspected exposure of the token. A login in flight is not cancelled.
+    /// Use it after a suspected exposure of the token, or after replacing the credentials
+    /// of a [`LoginSource`](crate::LoginSource) through its
+    /// [`CredentialsHandle`](crate::CredentialsHandle). Requests already sent keep the
+    /// token they carry; if the server rejects it, they are replayed with the new token.
+    /// A login in flight still answers the callers that wait for it, but its token is not
+    /// cached, because it may come from the old credentials.
     ///
     /// # Cancel safety
     ///
-    /// Cancel-safe: if the future is dropped before it completes, the token stays cached.
+    /// Cancel-safe: if the future is dropped before it completes, nothing changes.
     pub async fn clear(&self) {
-        self.shared.state.write().await.entry = None;
+        let mut state = self.shared.state.write().await;
+        state.epoch += 1;
+        state.entry = None;
+        state.failure = None;
+        state.flight = None;
+        state.last_login = None;
+        tracing::info!("token cache cleared; the next request logs in again");
     }
 
     /// Returns the cached authorization without waiting, or `None` when a caller has to go

@@ -281,7 +281,13 @@ impl MockServer {
 
     /// Returns the credentials that `POST /login` accepts.
     pub fn credentials(&self) -> Credentials {
-        self.inner.shared.credentials.clone()
+        self.inner.shared.lock().credentials.clone()
+    }
+
+    /// Replaces the credentials that `POST /login` accepts, as an operator does when
+    /// rotating them. Tokens issued so far stay valid until revoked.
+    pub fn set_credentials(&self, username: &str, password: &str) {
+        self.inner.shared.lock().credentials = Credentials::new(username, password);
     }
 
     /// Revokes every token issued so far, so that protected requests carrying one get
@@ -402,7 +408,7 @@ impl fmt::Debug for MockServer {
         };
         f.debug_struct("MockServer")
             .field("local_addr", &self.inner.local_addr)
-            .field("username", &self.inner.shared.credentials.username())
+            .field("username", &self.inner.shared.lock().credentials.username())
             .field("login_attempts", &login_attempts)
             .field("logins", &logins)
             .field("requests", &requests)

@@ -80,7 +80,7 @@ async fn login(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         }
     };
 
-    let credentials = &shared.credentials;
+    let credentials = shared.lock().credentials.clone();
     if login.username != credentials.username() || login.password != credentials.expose_password() {
         tracing::debug!(username = %login.username, "mock login rejected invalid credentials");
         return error_response(StatusCode::UNAUTHORIZED, "Invalid credentials");

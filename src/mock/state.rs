@@ -51,17 +51,16 @@ impl fmt::Debug for RecordedRequest {
     }
 }
 
-/// The part of the state that never changes, and the lock around the rest.
+/// The state of a mock server behind one lock, shared by its clones and handlers.
 pub(super) struct Shared {
-    pub(super) credentials: Credentials,
     state: Mutex<State>,
 }
 
 impl Shared {
     pub(super) fn new(credentials: Credentials, token_lifetime: Duration) -> Self {
         Shared {
-            credentials,
             state: Mutex::new(State {
+                credentials,
                 token_lifetime,
                 login_delay: Duration::ZERO,
                 login_scripts: ScriptQueue::default(),
@@ -85,6 +84,7 @@ impl Shared {
 /// The mutable state. Callers hold the lock only for short, synchronous updates and
 /// never across an `.await`.
 pub(super) struct State {
+    pub(super) credentials: Credentials,
     pub(super) token_lifetime: Duration,
     pub(super) login_delay: Duration,
     pub(super) login_scripts: ScriptQueue,

@@ -117,11 +117,65 @@ impl<C> LoginSource<C> {
         self
     }
 
+    /// Returns a handle that replaces the credentials of this source, and of the layer it
+    /// is moved into, for every later login.
+    pub fn credentials_handle(&self) -> CredentialsHandle {
+        CredentialsHandle {
+            credentials: Arc::clone(&self.credentials),
+        }
+    }
+
     fn credentials(&self) -> Credentials {
         match self.credentials.read() {
             Ok(credentials) => credentials.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+}
+
+/// A handle that replaces the credentials of a running [`LoginSource`], for rotation or
+/// after a suspected exposure.
+///
+/// Logins that start afterwards use the new credentials. To stop using the current token
+/// too, call [`TokenCache::clear`](crate::TokenCache::clear) after
+/// [`replace`](CredentialsHandle::replace).
+///
+/// ```no_run
+/// # use resq_auth::{BearerAuthLayer, Credentials, LoginSource};
+/// # async fn rotate<C>(source: LoginSource<C>) where LoginSource<C>: resq_auth::TokenSource {
+/// let handle = source.credentials_handle();
+/// let layer = BearerAuthLayer::new(source);
+/// // ... later, after the password was rotated on the server:
+/// handle.replace(Credentials::new("operator", "new password"));
+/// layer.cache().clear().await;
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CredentialsHandle {
+    credentials: Arc<RwLock<Credentials>>,
+}
+
+impl CredentialsHandle {
+    /// Replaces the credentials for every later login.
+    pub fn replace(&self, credentials: Credentials) {
+        let username = credentials.username().to_owned();
+        match self.credentials.write() {
+            Ok(mut current) => *current = credentials,
+            Err(poisoned) => *poisoned.into_inner() = credentials,
+        }
+        tracing::info!(username = %username, "login credentials replaced");
+    }
+}
+
+impl fmt::Debug for CredentialsHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let username = match self.credentials.read() {
+            Ok(credentials) => credentials.username().to_owned(),
+            Err(poisoned) => poisoned.into_inner().username().to_owned(),
+        };
+        f.debug_struct("CredentialsHandle")
+            .field("username", &username)
+            .finish_non_exhaustive()
     }
 }
 

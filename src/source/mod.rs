@@ -7,7 +7,7 @@ mod static_token;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use login::LoginSource;
+pub use login::{CredentialsHandle, LoginSource};
 pub use static_token::{StaticToken, TOKEN_VAR};
 
 use crate::error::Error;
