@@ -11,7 +11,8 @@
 //!     cargo run --example quickstart
 //! ```
 //!
-//! `RUST_LOG` sets the log filter (default `info`).
+//! `RUST_LOG` sets the log filter: `info` by default for the tour, `error` against a real
+//! API.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -36,15 +37,19 @@ type Authenticated = BearerAuth<Client<Connector, ReplayBody<Full<Bytes>>>>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let base = std::env::var("RESQ_BASE_URL").ok();
+    // Against a real API only errors are logged by default, so a failure prints one line.
+    let default_filter = if base.is_some() { "error" } else { "info" };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .init();
 
-    let outcome = match std::env::var("RESQ_BASE_URL") {
-        Ok(base) => run_against(&base).await,
-        Err(_) => run_tour().await,
+    let outcome = match base {
+        Some(base) => run_against(&base).await,
+        None => run_tour().await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
