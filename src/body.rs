@@ -1,8 +1,9 @@
 //! Request bodies that can be sent a second time.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use http::HeaderMap;
@@ -56,9 +57,14 @@ pin_project! {
     /// [`BearerAuth`](crate::BearerAuth) wraps every request body in one, so the inner
     /// service receives `Request<ReplayBody<B>>`. The recording keeps at most a configured
     /// number of bytes (64 KiB by default). A replay is possible only when the original body
-    /// was sent to its end, within that limit and without an error. Otherwise the response
+    /// was read to its end, within that limit and without an error. Otherwise the response
     /// that asked for a replay goes back to the caller, so an empty or partial body is never
     /// sent in place of the original.
+    ///
+    /// Each poll takes every frame that the wrapped body has ready, up to the limit. A body
+    /// whose frames are all ready at once, such as `Full` or a unary tonic request, is
+    /// therefore recorded in full on the first poll, even when the server responds before
+    /// the sender has polled it to its end.
     ///
     /// Data frames are kept as [`Bytes`]; for bodies whose data already is `Bytes`, such as
     /// `Full<Bytes>`, recording copies nothing.
@@ -68,6 +74,89 @@ pin_project! {
         recording: Arc<Mutex<Recording>>,
         next_frame: usize,
         trailers_sent: bool,
+        prefetch: Prefetch,
+    }
+}
+
+/// Frames that the original body has taken from its source and recorded but not yet sent.
+#[derive(Debug, Default)]
+struct Prefetch {
+    frames: VecDeque<Frame<Bytes>>,
+    /// The source error to send after `frames`.
+    error: Option<BoxError>,
+    source_ended: bool,
+}
+
+impl Prefetch {
+    /// Returns what to send next, or `None` when the source has to be polled.
+    fn next(&mut self) -> Option<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(frame) = self.frames.pop_front() {
+            return Some(Some(Ok(frame)));
+        }
+        if let Some(error) = self.error.take() {
+            return Some(Some(Err(error)));
+        }
+        self.source_ended.then_some(None)
+    }
+
+    /// Takes and records every frame that `source` has ready, until it is pending or ends or
+    /// the recording overflows. The recording is then complete even when the sender stops
+    /// polling after the last data frame, as hyper's HTTP/2 client does when the server resets
+    /// the stream right after its response.
+    fn fill<B>(&mut self, mut source: Pin<&mut B>, cx: &mut Context<'_>, recording: &mut Recording)
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        while let Poll::Ready(polled) = source.as_mut().poll_frame(cx) {
+            let frame = match polled {
+                None => {
+                    recording.complete = true;
+                    self.source_ended = true;
+                    return;
+                }
+                Some(Err(error)) => {
+                    recording.failed = true;
+                    self.error = Some(error.into());
+                    return;
+                }
+                Some(Ok(frame)) => frame,
+            };
+            match frame.into_data() {
+                Ok(mut data) => {
+                    let bytes = data.copy_to_bytes(data.remaining());
+                    recording.record_data(&bytes);
+                    self.frames.push_back(Frame::data(bytes));
+                }
+                Err(frame) => {
+                    // Trailers are the last frame. Any other kind of frame ends the body too.
+                    if let Ok(trailers) = frame.into_trailers() {
+                        recording.trailers = Some(trailers.clone());
+                        recording.complete = true;
+                        self.frames.push_back(Frame::trailers(trailers));
+                    }
+                    self.source_ended = true;
+                    return;
+                }
+            }
+            if source.is_end_stream() {
+                recording.complete = true;
+                self.source_ended = true;
+                return;
+            }
+            if recording.overflowed {
+                return;
+            }
+        }
+    }
+
+    /// Returns the number of data bytes waiting in `frames`.
+    fn data_len(&self) -> u64 {
+        self.frames
+            .iter()
+            .filter_map(Frame::data_ref)
+            .map(|data| data.len() as u64)
+            .sum()
     }
 }
 
@@ -119,6 +208,7 @@ impl<B: Body> ReplayBody<B> {
             recording: Arc::new(Mutex::new(recording)),
             next_frame: 0,
             trailers_sent: false,
+            prefetch: Prefetch::default(),
         }
     }
 }
@@ -151,6 +241,7 @@ where
             recording: Arc::clone(&self.recording),
             next_frame: 0,
             trailers_sent: false,
+            prefetch: Prefetch::default(),
         })
     }
 
@@ -181,48 +272,24 @@ where
                 this.trailers_sent,
             ));
         };
-        let polled = ready!(inner.poll_frame(cx));
-        let mut recording = lock(this.recording);
-        let frame = match polled {
-            None => {
-                recording.complete = true;
-                return Poll::Ready(None);
-            }
-            Some(Err(error)) => {
-                recording.failed = true;
-                return Poll::Ready(Some(Err(error.into())));
-            }
-            Some(Ok(frame)) => frame,
-        };
-        let frame = match frame.into_data() {
-            Ok(mut data) => {
-                let bytes = data.copy_to_bytes(data.remaining());
-                recording.record_data(&bytes);
-                Frame::data(bytes)
-            }
-            Err(frame) => match frame.into_trailers() {
-                Ok(trailers) => {
-                    recording.trailers = Some(trailers.clone());
-                    recording.complete = true;
-                    Frame::trailers(trailers)
-                }
-                Err(_) => return Poll::Ready(None),
-            },
-        };
-        // A sender may stop polling once the body reports its end, so record it now.
-        if source
-            .as_ref()
-            .as_pin_ref()
-            .is_some_and(|inner| inner.is_end_stream())
-        {
-            recording.complete = true;
+        if let Some(next) = this.prefetch.next() {
+            return Poll::Ready(next);
         }
-        Poll::Ready(Some(Ok(frame)))
+        this.prefetch.fill(inner, cx, &mut lock(this.recording));
+        match this.prefetch.next() {
+            Some(next) => Poll::Ready(next),
+            None => Poll::Pending,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.source {
-            Some(source) => source.is_end_stream(),
+            Some(source) => {
+                let prefetch = &self.prefetch;
+                prefetch.frames.is_empty()
+                    && prefetch.error.is_none()
+                    && (prefetch.source_ended || source.is_end_stream())
+            }
             None => {
                 let recording = self.lock();
                 self.next_frame >= recording.frames.len()
@@ -233,7 +300,16 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match &self.source {
-            Some(source) => source.size_hint(),
+            Some(source) => {
+                let queued = self.prefetch.data_len();
+                let remaining = source.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(remaining.lower().saturating_add(queued));
+                if let Some(upper) = remaining.upper() {
+                    hint.set_upper(upper.saturating_add(queued));
+                }
+                hint
+            }
             None => SizeHint::with_exact(self.lock().len as u64),
         }
     }
