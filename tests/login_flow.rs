@@ -100,14 +100,19 @@ async fn twenty_401s_for_one_token_cause_one_login() {
     assert_eq!(primer.unwrap().status(), StatusCode::OK);
 
     server.revoke_all_tokens();
-    // Each call takes the cached token at once, so all twenty go out with the old one.
-    let mut calls = JoinSet::new();
+    // Each call takes the cached token at once, so all twenty carry the old one. None is
+    // spawned before all exist, so no 401 comes back while they are being created.
+    let mut futures = Vec::new();
     for _ in 0..20 {
         let future = service
             .ready()
             .await
             .unwrap()
             .call(get(&server, "/evidence"));
+        futures.push(future);
+    }
+    let mut calls = JoinSet::new();
+    for future in futures {
         calls.spawn(future);
     }
     while let Some(result) = calls.join_next().await {
