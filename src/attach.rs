@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::mem;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::header::AUTHORIZATION;
@@ -15,11 +16,12 @@ use tower_service::Service;
 use crate::cache::{Authorization, TokenCache};
 use crate::error::{BoxError, Error};
 use crate::origin::Origin;
+use crate::response::{Verdict, verdict};
 use crate::response_body::{ResponseBody, is_grpc};
 
 /// The generation of the token that the attach-token layer set on a request, stored in the
-/// extensions of its response so that the auth-retry layer can invalidate exactly that
-/// token after a `401`.
+/// extensions of its response when that response is a `401` or a gRPC UNAUTHENTICATED, so
+/// that the auth-retry layer can invalidate exactly that token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TokenGeneration(pub(crate) u64);
 
@@ -61,7 +63,7 @@ impl<S> Layer<S> for AttachTokenLayer {
     fn layer(&self, inner: S) -> AttachToken<S> {
         AttachToken {
             inner,
-            layer: self.clone(),
+            layer: Arc::new(self.clone()),
         }
     }
 }
@@ -76,7 +78,9 @@ impl<S> Layer<S> for AttachTokenLayer {
 #[derive(Debug, Clone)]
 pub struct AttachToken<S> {
     inner: S,
-    layer: AttachTokenLayer,
+    // Behind an `Arc` because tower's `Retry` clones its inner service for every request,
+    // and cloning the origin would allocate its strings.
+    layer: Arc<AttachTokenLayer>,
 }
 
 impl<S> AttachToken<S> {
@@ -122,7 +126,7 @@ where
             state: State::Token {
                 token: Box::pin(async move { cache.authorization().await }),
             },
-            pending: Some((ready, request, self.layer.cache.clone())),
+            pending: Some(Box::new((ready, request, self.layer.cache.clone()))),
         }
     }
 }
@@ -143,7 +147,9 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        pending: Option<(S, Request<B>, TokenCache)>,
+        // Boxed because only requests that wait for the cache need it. Inline, it would
+        // make every response future larger by a whole request.
+        pending: Option<Box<(S, Request<B>, TokenCache)>>,
     }
 }
 
@@ -192,9 +198,10 @@ where
             match this.state.as_mut().project() {
                 StateProj::Token { token } => {
                     let authorization = ready!(token.as_mut().poll(cx))?;
-                    let Some((mut service, mut request, cache)) = this.pending.take() else {
+                    let Some(pending) = this.pending.take() else {
                         return Poll::Ready(Err(polled_after_completion()));
                     };
+                    let (mut service, mut request, cache) = *pending;
                     let generation = authorization.generation;
                     set_authorization(&mut request, authorization);
                     let future = service.call(request);
@@ -215,8 +222,10 @@ where
     }
 }
 
-/// Records the token generation on the response and wraps its body, watching the trailers
-/// of a gRPC response that carried a token.
+/// Wraps the response body, watching the trailers of a gRPC response that carried a token.
+///
+/// The token generation goes into the extensions only of an unauthenticated response,
+/// because the auth-retry policy reads it only there and inserting an extension allocates.
 fn wrap_response<B>(
     response: Response<B>,
     token: Option<(TokenCache, u64)>,
@@ -232,9 +241,11 @@ fn wrap_response<B>(
             ResponseBody::new(body)
         }
     });
-    response
-        .extensions_mut()
-        .insert(TokenGeneration(generation));
+    if verdict(&response) == Verdict::Unauthenticated {
+        response
+            .extensions_mut()
+            .insert(TokenGeneration(generation));
+    }
     response
 }
 
