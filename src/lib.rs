@@ -68,6 +68,7 @@
 //!
 //! - `mock`: [`mock::MockServer`], a scriptable ResQ API on loopback for tests.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
 
 mod attach;
 mod auth_retry;
