@@ -36,6 +36,17 @@ impl Origin {
     /// Returns a [`Config`](crate::ErrorKind::Config) error when `uri` has no scheme or host,
     /// or has a scheme other than `http` and `https` with no port.
     pub fn from_uri(uri: &Uri) -> Result<Self, Error> {
+        // The message must not repeat such a URI, because the user information may hold
+        // a password.
+        if uri
+            .authority()
+            .is_some_and(|authority| authority.as_str().contains('@'))
+        {
+            return Err(Error::config(
+                "API URI contains user information (`user:password@`); remove it and pass \
+                 the credentials through Credentials",
+            ));
+        }
         let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
             return Err(Error::config(format!(
                 "API URI `{uri}` is not absolute; write it with a scheme and host, \
@@ -177,6 +188,17 @@ mod tests {
                 .is_ok()
         );
         assert!(origin("http://127.0.0.1:9").check_transport(false).is_ok());
+    }
+
+    #[test]
+    fn user_information_is_rejected_without_echo() {
+        let uri = "https://operator:hunter2@api.resq.software"
+            .parse()
+            .unwrap();
+        let error = Origin::from_uri(&uri).unwrap_err();
+        assert!(error.is_config());
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+        assert!(!format!("{error:?}").contains("hunter2"), "{error:?}");
     }
 
     #[test]

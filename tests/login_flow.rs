@@ -369,3 +369,24 @@ async fn debug_output_shows_no_secret() {
     }
     assert!(format!("{credentials:?}").contains("[redacted]"));
 }
+
+#[tokio::test]
+async fn password_in_base_uri_is_rejected() {
+    let server = MockServer::start().await.unwrap();
+    let port = server.base_uri().port_u16().unwrap();
+    let base = format!("http://operator:hunter2@127.0.0.1:{port}")
+        .parse()
+        .unwrap();
+    let source = LoginSource::new(http_client(), base, server.credentials());
+    assert!(!format!("{source:?}").contains("hunter2"));
+    let service = authed(&layer(source));
+
+    let error = service
+        .oneshot(get(&server, "/evidence"))
+        .await
+        .unwrap_err();
+
+    assert!(error.is_config(), "{error:?}");
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+    assert_eq!(server.login_attempts(), 0);
+}
