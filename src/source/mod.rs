@@ -2,6 +2,8 @@
 
 mod login;
 mod login_response;
+#[cfg(test)]
+mod login_response_proptests;
 mod static_token;
 
 use std::future::Future;

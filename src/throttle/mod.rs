@@ -2,6 +2,8 @@
 //! off with jitter, then send the request again.
 
 mod delay;
+#[cfg(test)]
+mod proptests;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
