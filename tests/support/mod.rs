@@ -104,7 +104,7 @@ impl TokenSource for ScriptedSource {
     }
 }
 
-/// A service that answers 200 with the request's Authorization value as the body, for
+/// A service that responds 200 with the request's Authorization value as the body, for
 /// tests on the paused clock where a socket would let the clock jump.
 pub fn echo_authorization() -> impl tower::Service<
     Request<ReplayBody<Full<Bytes>>>,
@@ -135,7 +135,7 @@ where
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-/// A login source for `server` with its valid credentials.
+/// Creates a login source for `server` with its valid credentials.
 pub fn login_source(server: &MockServer) -> LoginSource<HttpClient<Full<Bytes>>> {
     LoginSource::new(http_client(), server.base_uri(), server.credentials())
 }
@@ -204,4 +204,44 @@ impl http_body::Body for ChannelBody {
             .poll_recv(cx)
             .map(|chunk| chunk.map(|data| Ok(http_body::Frame::data(data))))
     }
+}
+
+/// Polls `future` in a busy loop, waking it after every poll, so that Tokio's paused clock
+/// does not auto-advance while the future waits on sockets: the runtime never goes idle,
+/// and the clock moves only through `tokio::time::advance`.
+///
+/// # Panics
+///
+/// Panics when the future is still pending after 10 s of real time.
+pub async fn without_auto_advance<F: Future>(future: F) -> F::Output {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(cx) {
+            return std::task::Poll::Ready(output);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "future still pending after 10 s of real time"
+        );
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Waits until `condition` returns true, without letting the paused clock auto-advance.
+///
+/// # Panics
+///
+/// Panics when the condition is still false after 10 s of real time.
+pub async fn wait_until(mut condition: impl FnMut() -> bool) {
+    without_auto_advance(std::future::poll_fn(|_| {
+        if condition() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }))
+    .await;
 }
