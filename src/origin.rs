@@ -26,6 +26,8 @@ pub struct Origin {
     scheme: String,
     host: String,
     port: u16,
+    /// `host:port`, compared with a request's authority before parsing it.
+    authority: String,
 }
 
 impl Origin {
@@ -60,8 +62,10 @@ impl Origin {
                  or write the port"
             )));
         };
+        let host = normalize_host(host).to_ascii_lowercase();
         Ok(Origin {
-            host: normalize_host(host).to_ascii_lowercase(),
+            authority: format!("{host}:{port}"),
+            host,
             scheme,
             port,
         })
@@ -72,13 +76,24 @@ impl Origin {
     /// A URI without a host, such as the path-only URIs that tonic passes down a client
     /// stack, matches: its destination is whatever the inner service connects to.
     pub fn matches(&self, uri: &Uri) -> bool {
-        let Some(host) = uri.host() else {
+        let Some(authority) = uri.authority() else {
             return true;
         };
         let scheme = uri.scheme_str().unwrap_or("http");
         if !scheme.eq_ignore_ascii_case(&self.scheme) {
             return false;
         }
+        // The usual case, an authority written exactly as `host:port` or `host`, needs no
+        // parsing of the host and port.
+        if authority.as_str().eq_ignore_ascii_case(&self.authority) {
+            return true;
+        }
+        if authority.as_str().eq_ignore_ascii_case(&self.host)
+            && default_port(&self.scheme) == Some(self.port)
+        {
+            return true;
+        }
+        let host = uri.host().unwrap_or_default();
         let port = uri.port_u16().or_else(|| default_port(&self.scheme));
         port == Some(self.port) && normalize_host(host).eq_ignore_ascii_case(&self.host)
     }
@@ -157,6 +172,21 @@ mod tests {
         assert!(!api.matches(&"https://evil.example/x".parse().unwrap()));
         assert!(!api.matches(&"https://api.resq.software:8443/x".parse().unwrap()));
         assert!(!api.matches(&"https://api.resq.software.evil.example/x".parse().unwrap()));
+    }
+
+    #[test]
+    fn non_default_port_needs_port_in_uri() {
+        let api = origin("https://api.resq.software:8443");
+        assert!(api.matches(&"https://api.resq.software:8443/x".parse().unwrap()));
+        assert!(!api.matches(&"https://api.resq.software/x".parse().unwrap()));
+        assert!(!api.matches(&"https://api.resq.software:443/x".parse().unwrap()));
+    }
+
+    #[test]
+    fn user_information_in_request_uri_still_matches_host() {
+        let api = origin("https://api.resq.software");
+        assert!(api.matches(&"https://someone@api.resq.software/x".parse().unwrap()));
+        assert!(!api.matches(&"https://api.resq.software@evil.example/x".parse().unwrap()));
     }
 
     #[test]
