@@ -13,6 +13,9 @@ use pin_project_lite::pin_project;
 
 use crate::error::BoxError;
 
+/// The maximum number of frames that one poll of a [`ReplayBody`] takes from its source.
+const MAX_FRAMES_PER_POLL: usize = 64;
+
 /// The default maximum number of body bytes kept for a replay: 64 KiB.
 pub const DEFAULT_MAX_REPLAY_BODY: usize = 64 * 1024;
 
@@ -108,7 +111,12 @@ impl Prefetch {
         B: Body,
         B::Error: Into<BoxError>,
     {
-        while let Poll::Ready(polled) = source.as_mut().poll_frame(cx) {
+        // A bound on the frames taken per poll keeps a body that always has an empty frame
+        // ready from looping here forever.
+        for _ in 0..MAX_FRAMES_PER_POLL {
+            let Poll::Ready(polled) = source.as_mut().poll_frame(cx) else {
+                return;
+            };
             let frame = match polled {
                 None => {
                     recording.complete = true;
@@ -232,10 +240,9 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
+    /// Always returns a copy, so that a retry policy still sees the response: a copy of a
+    /// body over the limit reports `false` from [`can_replay`](Self::can_replay).
     fn clone_for_replay(&self) -> Option<Self> {
-        if self.lock().overflowed {
-            return None;
-        }
         Some(ReplayBody {
             source: None,
             recording: Arc::clone(&self.recording),
