@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// The longest duration any setting takes: about 100 years. Longer values are clamped to
+/// it, so no instant computed from a setting can overflow.
+pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Settings of a [`TokenCache`](crate::TokenCache), set through the builder methods of
 /// [`BearerAuthLayer`](crate::BearerAuthLayer).
 #[derive(Debug, Clone)]
@@ -28,6 +32,21 @@ impl Default for CacheConfig {
 }
 
 impl CacheConfig {
+    /// Clamps every setting to [`LONGEST`].
+    pub(crate) fn clamped(mut self) -> Self {
+        for setting in [
+            &mut self.refresh_before,
+            &mut self.login_timeout,
+            &mut self.min_login_interval,
+            &mut self.failure_backoff,
+            &mut self.max_failure_backoff,
+            &mut self.max_token_lifetime,
+        ] {
+            *setting = (*setting).min(LONGEST);
+        }
+        self
+    }
+
     /// Returns the cooldown after `failures` consecutive failed logins: the initial backoff
     /// doubled per failure, capped, then shortened by up to 20% at random so that many
     /// processes that failed together do not retry together.

@@ -8,7 +8,7 @@ use http::HeaderValue;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use super::config::CacheConfig;
+use super::config::{CacheConfig, LONGEST};
 use crate::error::{Error, ErrorKind};
 use crate::token::Token;
 
@@ -45,7 +45,9 @@ impl Entry {
             lifetime / 2
         };
         let received_at = token.received_at();
-        let expires_at = received_at + lifetime;
+        let expires_at = received_at
+            .checked_add(lifetime)
+            .unwrap_or_else(|| received_at + LONGEST);
         Ok(Entry {
             authorization: Authorization {
                 header: bearer_header(token)?,
@@ -62,10 +64,10 @@ impl Entry {
         now < self.expires_at
     }
 
-    /// Returns `true` while the token needs no refresh: exactly `refresh_before` left is not
-    /// yet fewer than `refresh_before`.
+    /// Returns `true` while the token is valid and needs no refresh: exactly
+    /// `refresh_before` left is not yet fewer than `refresh_before`.
     pub(crate) fn is_fresh(&self, now: Instant) -> bool {
-        now <= self.refresh_at
+        now <= self.refresh_at && now < self.expires_at
     }
 }
 

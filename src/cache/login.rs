@@ -1,6 +1,8 @@
 //! The single login in flight: started by one caller, run in a task of its own, awaited
 //! by every caller that needs a token meanwhile.
 
+use std::time::Duration;
+
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -10,6 +12,9 @@ use crate::error::{Error, ErrorKind};
 use crate::token::Token;
 
 type Outcome = Option<Result<Authorization, Error>>;
+
+/// The longest cooldown that a `Retry-After` from `/login` can impose: 15 minutes.
+const MAX_REQUESTED_COOLDOWN: Duration = Duration::from_secs(15 * 60);
 
 /// A login in flight. Waiters subscribe to the outcome, which the login task sends once.
 pub(super) struct Flight {
@@ -39,7 +44,7 @@ pub(super) async fn wait(mut receiver: watch::Receiver<Outcome>) -> Result<Autho
     }
 }
 
-fn task_ended() -> Error {
+pub(super) fn task_ended() -> Error {
     Error::new(
         ErrorKind::LoginTransport,
         "the login task ended before it finished, which happens when the Tokio runtime shuts \
@@ -155,7 +160,13 @@ impl TokenCache {
             }
             Err(error) => {
                 let consecutive = state.failure.as_ref().map_or(0, |f| f.consecutive) + 1;
-                let cooldown = self.config().cooldown(consecutive);
+                // A server that asked for a longer wait, with `Retry-After` on a `429` from
+                // `/login`, gets it, up to `MAX_REQUESTED_COOLDOWN`.
+                let requested = error
+                    .retry_in()
+                    .unwrap_or_default()
+                    .min(MAX_REQUESTED_COOLDOWN);
+                let cooldown = self.config().cooldown(consecutive).max(requested);
                 tracing::warn!(
                     error = %error,
                     kind = ?error.kind(),

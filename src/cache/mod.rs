@@ -166,7 +166,7 @@ impl TokenCache {
         let entry = state.entry.as_ref()?;
         let now = Instant::now();
         let usable = entry.is_fresh(now)
-            || (entry.is_valid(now) && (state.flight.is_some() || state.cooling_down(now)));
+            || (entry.is_valid(now) && (state.has_live_flight() || state.cooling_down(now)));
         usable.then(|| entry.authorization.clone())
     }
 
@@ -193,7 +193,7 @@ impl TokenCache {
     }
 
     fn plan(&self, state: &mut State, now: Instant) -> Plan {
-        state.forget_dead_flight();
+        state.forget_dead_flight(self.config(), now);
         if let Some(entry) = &state.entry {
             if entry.is_valid(now) {
                 let authorization = entry.authorization.clone();
@@ -269,12 +269,24 @@ impl State {
             .is_some_and(|failure| now < failure.retry_at)
     }
 
-    /// Clears a flight whose task ended without reporting, which happens when the runtime
-    /// shuts down mid-login.
-    fn forget_dead_flight(&mut self) {
-        if self.flight.as_ref().is_some_and(Flight::is_dead) {
-            self.flight = None;
+    fn has_live_flight(&self) -> bool {
+        self.flight.as_ref().is_some_and(|flight| !flight.is_dead())
+    }
+
+    /// Clears a flight whose task ended without reporting, which happens when its runtime
+    /// shut down mid-login, and records it as a failed login so that the next one waits for
+    /// a cooldown.
+    fn forget_dead_flight(&mut self, config: &CacheConfig, now: Instant) {
+        if !self.flight.as_ref().is_some_and(Flight::is_dead) {
+            return;
         }
+        self.flight = None;
+        let consecutive = self.failure.as_ref().map_or(0, |f| f.consecutive) + 1;
+        self.failure = Some(Failure {
+            error: login::task_ended(),
+            retry_at: now + config.cooldown(consecutive),
+            consecutive,
+        });
     }
 }
 
