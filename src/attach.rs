@@ -15,7 +15,7 @@ use tower_service::Service;
 
 use crate::cache::{Authorization, TokenCache};
 use crate::error::{BoxError, Error};
-use crate::origin::Origin;
+use crate::origin::{Origin, is_loopback_host};
 use crate::response::{Verdict, verdict};
 use crate::response_body::{ResponseBody, is_grpc};
 
@@ -35,6 +35,7 @@ pub struct AttachTokenLayer {
     cache: TokenCache,
     origin: Option<Origin>,
     transport_error: Option<Error>,
+    allow_http: bool,
 }
 
 impl AttachTokenLayer {
@@ -53,6 +54,7 @@ impl AttachTokenLayer {
             cache,
             origin,
             transport_error,
+            allow_http,
         }
     }
 }
@@ -84,6 +86,24 @@ pub struct AttachToken<S> {
 }
 
 impl<S> AttachToken<S> {
+    /// Without an API origin, checks each request instead: plain `http` only to a loopback
+    /// host, unless allowed. With an origin, the layer checked it once.
+    fn check_request_transport(&self, uri: &Uri) -> Result<(), Error> {
+        let plain_http = uri
+            .scheme_str()
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http"));
+        if self.layer.origin.is_some() || self.layer.allow_http || !plain_http {
+            return Ok(());
+        }
+        match uri.host() {
+            Some(host) if !is_loopback_host(host) => Err(Error::config(format!(
+                "refusing to send the ResQ token over plain http to {host}; use https, set \
+                 the API origin, or call allow_insecure_http(true) if this network is trusted"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn applies_to(&self, uri: &Uri) -> bool {
         self.layer
             .origin
@@ -111,6 +131,9 @@ where
         }
         if let Some(error) = &self.layer.transport_error {
             return ResponseFuture::failed(error.clone());
+        }
+        if let Err(error) = self.check_request_transport(request.uri()) {
+            return ResponseFuture::failed(error);
         }
         if let Some(authorization) = self.layer.cache.cached() {
             let generation = authorization.generation;

@@ -105,11 +105,7 @@ impl Origin {
 
     /// Returns `true` when the host is `localhost`, in 127.0.0.0/8 or `::1`.
     pub fn is_loopback(&self) -> bool {
-        if self.host == "localhost" {
-            return true;
-        }
-        let bare = self.host.trim_start_matches('[').trim_end_matches(']');
-        bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        is_loopback_host(&self.host)
     }
 
     /// Returns an error unless credentials may be sent to this origin: over `https`, or
@@ -123,6 +119,16 @@ impl Origin {
              allow_insecure_http(true) if this network is trusted"
         )))
     }
+}
+
+/// Returns `true` for `localhost` in any case, an address in 127.0.0.0/8 and `[::1]`.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let host = normalize_host(host);
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn default_port(scheme: &str) -> Option<u16> {
