@@ -191,6 +191,7 @@ impl BearerAuthLayer {
 
     fn configure(mut self, change: impl FnOnce(&mut CacheConfig)) -> Self {
         change(&mut self.cache_config);
+        self.cache_config = self.cache_config.clone().clamped();
         self.cache = TokenCache::with_config(self.source.clone(), self.cache_config.clone());
         self
     }
@@ -203,7 +204,8 @@ impl<S> Layer<S> for BearerAuthLayer {
         let attach =
             AttachTokenLayer::with_origin(self.cache.clone(), self.origin.clone(), self.allow_http);
         let throttle = ThrottleLayer::with_budget(self.throttle.clone(), self.budget.clone())
-            .counting_in(self.cache.clone());
+            .counting_in(self.cache.clone())
+            .for_origin(self.origin.clone());
         let stack =
             throttle.layer(AuthRetryLayer::new(self.cache.clone()).layer(attach.layer(inner)));
         BearerAuth {

@@ -276,3 +276,49 @@ async fn protected_429_then_success_on_loopback() {
     assert_eq!(statuses, [StatusCode::TOO_MANY_REQUESTS, StatusCode::OK]);
     assert_eq!(server.logins(), 1);
 }
+
+#[tokio::test]
+async fn login_retry_after_extends_cooldown() {
+    let server = MockServer::start().await.unwrap();
+    server.script_next_login(
+        ScriptedResponse::new(StatusCode::TOO_MANY_REQUESTS).header("retry-after", "120"),
+    );
+    let layer = BearerAuthLayer::new(login_source(&server))
+        .login_failure_backoff(Duration::from_secs(1), Duration::from_secs(1));
+    let service = layer.layer(http_client());
+
+    let error = service
+        .clone()
+        .oneshot(get(&server, "/evidence"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::TOO_MANY_REQUESTS));
+    assert_eq!(error.retry_in(), Some(Duration::from_secs(120)));
+
+    let error = service
+        .oneshot(get(&server, "/evidence"))
+        .await
+        .unwrap_err();
+    let retry_in = error.retry_in().unwrap();
+    assert!(retry_in > Duration::from_secs(100), "{retry_in:?}");
+    assert!(retry_in <= Duration::from_secs(120), "{retry_in:?}");
+    assert_eq!(server.login_attempts(), 1);
+}
+
+#[tokio::test]
+async fn other_origin_429_is_not_retried() {
+    let api = MockServer::start().await.unwrap();
+    let elsewhere = MockServer::start().await.unwrap();
+    elsewhere.respond_next(
+        1,
+        ScriptedResponse::new(StatusCode::TOO_MANY_REQUESTS).header("retry-after", "0"),
+    );
+    let layer = BearerAuthLayer::new(login_source(&api));
+    let service = layer.layer(http_client());
+
+    let response = service.oneshot(get(&elsewhere, "/evidence")).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(elsewhere.requests().len(), 1);
+    assert_eq!(layer.cache().stats().throttle_retries, 0);
+}

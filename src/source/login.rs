@@ -20,7 +20,7 @@ use super::{TokenFuture, TokenSource};
 use crate::credentials::Credentials;
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::origin::Origin;
-use crate::throttle::{Decision, ThrottleConfig, decide};
+use crate::throttle::{Decision, ThrottleConfig, decide, retry_after};
 use crate::token::Token;
 
 /// The default maximum size of a `/login` response body: 64 KiB.
@@ -261,6 +261,7 @@ where
         now: SystemTime,
     ) -> Result<Token, Error> {
         let status = response.status();
+        let requested_wait = retry_after(response.headers(), now);
         let content_type = response
             .headers()
             .get(CONTENT_TYPE)
@@ -299,14 +300,21 @@ where
                 let reason = error_text(&body, credentials.expose_password())
                     .map(|text| format!(" ({text})"))
                     .unwrap_or_default();
-                Err(Error::new(
+                let error = Error::new(
                     ErrorKind::LoginStatus,
                     format!(
                         "login at {uri} failed with status {status}{reason}; the token cache \
                          tries again after a cooldown"
                     ),
                 )
-                .with_status(status))
+                .with_status(status);
+                // A `Retry-After` here asks the token cache for a longer cooldown.
+                Err(match requested_wait {
+                    Some(wait) if status == StatusCode::TOO_MANY_REQUESTS && !wait.is_zero() => {
+                        error.with_retry_in(wait)
+                    }
+                    _ => error,
+                })
             }
         }
     }

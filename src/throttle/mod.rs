@@ -15,8 +15,9 @@ use tower_layer::Layer;
 
 use crate::body::{ReplayableBody, clone_request};
 use crate::cache::TokenCache;
+use crate::origin::Origin;
 use crate::response::{Verdict, verdict};
-pub(crate) use delay::{Decision, decide};
+pub(crate) use delay::{Decision, decide, retry_after};
 
 /// Middleware that retries a request after a `429`, built on tower's
 /// [`Retry`](tower::retry::Retry).
@@ -105,9 +106,16 @@ impl ThrottleLayer {
                 config: Arc::new(config),
                 budget,
                 counters: None,
+                origin: None,
                 retries: 0,
             },
         }
+    }
+
+    /// Restricts retries to requests for `origin`; other requests pass through untouched.
+    pub(crate) fn for_origin(mut self, origin: Option<Origin>) -> Self {
+        self.policy.origin = origin.map(Arc::new);
+        self
     }
 
     /// Counts retries in the stats of `cache`.
@@ -136,6 +144,7 @@ pub struct ThrottlePolicy {
     config: Arc<ThrottleConfig>,
     budget: Arc<TpsBudget>,
     counters: Option<TokenCache>,
+    origin: Option<Arc<Origin>>,
     retries: u32,
 }
 
@@ -200,9 +209,15 @@ where
         Some(tokio::time::sleep(wait))
     }
 
+    /// Copies every request for the API origin, even on the last attempt: tower's `Retry`
+    /// calls [`retry`](Policy::retry), which feeds the retry budget, only for a request it
+    /// holds a copy of. Requests for other origins are not copied, so they are never
+    /// retried.
     fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
-        if !self.attempts_left() {
-            return None;
+        if let Some(origin) = &self.origin {
+            if !origin.matches(request.uri()) {
+                return None;
+            }
         }
         clone_request(request)
     }
