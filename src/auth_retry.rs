@@ -92,6 +92,10 @@ where
             Verdict::Throttled | Verdict::Other => return None,
         }
         let TokenGeneration(generation) = *response.extensions().get::<TokenGeneration>()?;
+        if !self.cache.source().renews() {
+            tracing::debug!("401 returned to the caller: the token source cannot renew it");
+            return None;
+        }
         if self.replayed || !request.body().can_replay() {
             self.cache.invalidate_soon(generation);
             tracing::debug!(

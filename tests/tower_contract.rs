@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use resq_auth::{BearerAuthLayer, ReplayBody, StaticToken};
+use resq_auth::{BearerAuthLayer, ReplayBody, Token, TokenFuture, TokenSource};
 use tokio_test::{assert_pending, assert_ready_ok, task};
 use tower::buffer::Buffer;
 use tower::limit::ConcurrencyLimitLayer;
@@ -17,8 +17,19 @@ use tower_test::mock;
 type Inner = mock::Mock<Request<ReplayBody<Full<Bytes>>>, Response<Full<Bytes>>>;
 type Handle = mock::Handle<Request<ReplayBody<Full<Bytes>>>, Response<Full<Bytes>>>;
 
+/// A source that returns `svc-token` on every fetch but counts as renewable, so that a
+/// `401` is replayed.
+#[derive(Debug)]
+struct RenewableToken;
+
+impl TokenSource for RenewableToken {
+    fn fetch(&self) -> TokenFuture<'_> {
+        Box::pin(async { Ok(Token::new("svc-token")) })
+    }
+}
+
 fn layer() -> BearerAuthLayer {
-    BearerAuthLayer::new(StaticToken::new("svc-token")).min_login_interval(Duration::ZERO)
+    BearerAuthLayer::new(RenewableToken).min_login_interval(Duration::ZERO)
 }
 
 fn request() -> Request<Full<Bytes>> {

@@ -58,4 +58,13 @@ pub trait TokenSource: Send + Sync + std::fmt::Debug + 'static {
     fn origin(&self) -> Option<Origin> {
         None
     }
+
+    /// Returns `true`, the default, when a new fetch can return a different token.
+    ///
+    /// A source that returns the same token every time, such as [`StaticToken`], returns
+    /// `false`. The layer then returns a `401` at once, because fetching the same token and
+    /// replaying the request cannot help.
+    fn renews(&self) -> bool {
+        true
+    }
 }

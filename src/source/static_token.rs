@@ -16,9 +16,9 @@ pub const TOKEN_VAR: &str = "RESQ_TOKEN";
 /// A [`TokenSource`] that returns the same token every time.
 ///
 /// Use it for the static service tokens that an administrator issues for ingestion
-/// endpoints such as telemetry batches and uploads. The token has no known expiry. After a
-/// `401` the layer fetches it again, gets the same value and returns the second `401` to the
-/// caller, because only a new token from the administrator can help.
+/// endpoints such as telemetry batches and uploads. The token has no known expiry. A `401`
+/// goes back to the caller at once, without a replay, because only a new token from the
+/// administrator can help.
 ///
 /// Without [`with_origin`](StaticToken::with_origin) (or
 /// [`BearerAuthLayer::api_origin`](crate::BearerAuthLayer::api_origin)) the layer attaches
@@ -80,6 +80,10 @@ impl TokenSource for StaticToken {
 
     fn origin(&self) -> Option<Origin> {
         self.origin.clone()
+    }
+
+    fn renews(&self) -> bool {
+        false
     }
 }
 
