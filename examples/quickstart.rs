@@ -169,7 +169,7 @@ async fn run_tour() -> Result<(), BoxError> {
     .await?;
 
     let stats = cache.stats();
-    println!("\nSummary");
+    println!("\nSummary (tokens live 4 s, so refreshes can also run between the steps)");
     println!("  logins:            {}", stats.logins);
     println!("  failed logins:     {}", stats.login_failures);
     println!("  refreshes:         {}", stats.refreshes);
@@ -193,7 +193,14 @@ async fn run_against(base: &str) -> Result<(), BoxError> {
     let evidence = join(&base, "/evidence")?;
     println!("Sending GET {evidence} three times.");
     for _ in 0..3 {
-        send(&mut service, Method::GET, evidence.clone(), b"").await?;
+        let status = send(&mut service, Method::GET, evidence.clone(), b"").await?;
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(format!(
+                "the API rejected the token with {status}; check {TOKEN_VAR}, or \
+                 RESQ_USERNAME and RESQ_PASSWORD"
+            )
+            .into());
+        }
     }
     let stats = layer.cache().stats();
     println!("logins: {}, 401 replays: {}", stats.logins, stats.replays);

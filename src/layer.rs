@@ -49,7 +49,8 @@ use crate::throttle::{Throttle, ThrottleConfig, ThrottleLayer};
 /// | [`min_login_interval`](Self::min_login_interval) | 1 s |
 /// | [`login_failure_backoff`](Self::login_failure_backoff) | 1 s doubling up to 60 s |
 /// | [`max_token_lifetime`](Self::max_token_lifetime) | 12 h |
-/// | [`throttle`](Self::throttle) | 3 attempts, at most 30 s wait, 500 ms base delay |
+/// | [`throttle`](Self::throttle) | 3 attempts, at most 30 s wait, 500 ms base delay, 500 ms `Retry-After` jitter |
+/// | [`retry_budget`](Self::retry_budget) | `TpsBudget::new(10 s, 10, 0.2)` |
 /// | [`max_replay_body`](Self::max_replay_body) | 64 KiB |
 /// | [`api_origin`](Self::api_origin) | the source's origin |
 /// | [`allow_insecure_http`](Self::allow_insecure_http) | `false` |
@@ -115,6 +116,9 @@ impl BearerAuthLayer {
 
     /// Returns the token cache that every service of this layer shares, to read its
     /// [`stats`](TokenCache::stats) or [`clear`](TokenCache::clear) it.
+    ///
+    /// A builder method called after this starts a new cache, which the returned one does
+    /// not follow, so call this after the last builder method.
     pub fn cache(&self) -> &TokenCache {
         &self.cache
     }
@@ -136,8 +140,8 @@ impl BearerAuthLayer {
         self.configure(|config| config.min_login_interval = interval)
     }
 
-    /// Sets the cooldown after a failed login, doubled per consecutive failure up to `max`.
-    /// Default 1 s up to 60 s.
+    /// Sets the cooldown after a failed login, doubled per consecutive failure up to `max`,
+    /// then shortened at random by up to 20%. Default 1 s up to 60 s.
     pub fn login_failure_backoff(self, initial: Duration, max: Duration) -> Self {
         self.configure(|config| {
             config.failure_backoff = initial;
@@ -219,7 +223,11 @@ impl<S> Layer<S> for BearerAuthLayer {
 ///
 /// It accepts `Request<B>` for any body `B` and passes `Request<ReplayBody<B>>` to the inner
 /// service, which for hyper-util's client means building it with that body type (type
-/// inference does this when the client is built in place).
+/// inference does this when the client is built in place). It returns the inner service's
+/// `Response<ResB>` as `Response<ResponseBody<ResB>>`, for hyper-util's client
+/// `Response<ResponseBody<hyper::body::Incoming>>`.
+///
+/// [`ResponseBody`]: crate::ResponseBody
 #[derive(Debug, Clone)]
 pub struct BearerAuth<S> {
     inner: Throttle<AuthRetry<AttachToken<S>>>,

@@ -288,9 +288,9 @@ where
                 Err(Error::new(
                     ErrorKind::InvalidCredentials,
                     format!(
-                        "login as `{}` was rejected by {uri} with 401 ({reason}); check \
-                         RESQ_USERNAME and RESQ_PASSWORD, or ask an administrator whether \
-                         the credentials were rotated",
+                        "login as `{}` was rejected by {uri} with 401 ({reason}); check the \
+                         username and password (RESQ_USERNAME and RESQ_PASSWORD when read from \
+                         the environment), or ask an administrator whether they were rotated",
                         credentials.username()
                     ),
                 )
