@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// The longest duration any setting takes: about 100 years. Longer values are clamped to
+/// The maximum duration of any setting: about 100 years. Longer values are clamped to
 /// it, so no instant computed from a setting can overflow.
 pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 86_400);
 

@@ -13,7 +13,7 @@ use crate::token::Token;
 
 type Outcome = Option<Result<Authorization, Error>>;
 
-/// The longest cooldown that a `Retry-After` from `/login` can impose: 15 minutes.
+/// The maximum cooldown that a `Retry-After` from `/login` can impose: 15 minutes.
 const MAX_REQUESTED_COOLDOWN: Duration = Duration::from_secs(15 * 60);
 
 /// A login in flight. Waiters subscribe to the outcome, which the login task sends once.

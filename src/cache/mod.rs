@@ -142,8 +142,9 @@ impl TokenCache {
     /// of a [`LoginSource`](crate::LoginSource) through its
     /// [`CredentialsHandle`](crate::CredentialsHandle). Requests already sent keep the
     /// token they carry; if the server rejects it, they are replayed with the new token.
-    /// A login in flight still answers the callers that wait for it, but its token is not
-    /// cached, because it may come from the old credentials.
+    /// A login in flight still returns its token to the callers that wait for it, but the
+    /// token is not cached, because it may come from the old credentials. A new login may
+    /// therefore start while that one is still running.
     ///
     /// # Cancel safety
     ///

@@ -1,4 +1,4 @@
-//! Where tokens come from: the [`TokenSource`] trait and its two implementations.
+//! Token sources: the [`TokenSource`] trait and its two implementations.
 
 mod login;
 mod login_response;
@@ -23,7 +23,9 @@ pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<Token, Error>> + S
 ///
 /// The token cache calls [`fetch`](TokenSource::fetch) at most once at a time, inside a task
 /// of its own with a timeout, and shares the result with every caller that waits for it.
-/// Implementations therefore need no locking or caching of their own.
+/// Implementations therefore need no caching of their own. The one exception is
+/// [`TokenCache::clear`](crate::TokenCache::clear), which may start a fetch while an
+/// earlier one still runs, so a source must tolerate two concurrent calls.
 ///
 /// ```
 /// use std::time::Duration;
@@ -46,7 +48,7 @@ pub trait TokenSource: Send + Sync + std::fmt::Debug + 'static {
     ///
     /// # Errors
     ///
-    /// Returns an [`Error`] whose [`kind`](Error::kind) tells why no token was obtained.
+    /// Returns an [`Error`] whose [`kind`](Error::kind) states why no token was obtained.
     /// The message must not contain a secret.
     fn fetch(&self) -> TokenFuture<'_>;
 
