@@ -56,7 +56,9 @@ pub trait TokenSource: Send + Sync + std::fmt::Debug + 'static {
     ///
     /// The layer attaches the token only to requests for this origin. `None`, the default,
     /// means that the source does not know its origin, so the layer attaches the token to
-    /// every request unless an origin is set on the layer.
+    /// every request unless an origin is set on the layer. Even then, a plain `http`
+    /// request for a host that is not loopback fails with a
+    /// [`Config`](crate::ErrorKind::Config) error unless the layer allows insecure http.
     fn origin(&self) -> Option<Origin> {
         None
     }

@@ -22,7 +22,8 @@ pub const TOKEN_VAR: &str = "RESQ_TOKEN";
 ///
 /// Without [`with_origin`](StaticToken::with_origin) (or
 /// [`BearerAuthLayer::api_origin`](crate::BearerAuthLayer::api_origin)) the layer attaches
-/// the token to every request that passes through it.
+/// the token to every request that passes through it, except plain `http` to a host that
+/// is not loopback, which fails with a [`Config`](crate::ErrorKind::Config) error.
 ///
 /// ```
 /// use resq_auth::StaticToken;
