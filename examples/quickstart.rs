@@ -22,7 +22,7 @@ use http::{Method, Request, StatusCode, Uri};
 use http_body_util::Full;
 use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use resq_auth::mock::{MockServer, ScriptedResponse};
 use resq_auth::{
@@ -33,7 +33,7 @@ use tower::{Layer, Service, ServiceExt};
 use tracing_subscriber::EnvFilter;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-type Authenticated = BearerAuth<Client<Connector, ReplayBody<Full<Bytes>>>>;
+type Authenticated<C> = BearerAuth<Client<C, ReplayBody<Full<Bytes>>>>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -75,7 +75,8 @@ fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     line
 }
 
-fn client<B>() -> Result<Client<Connector, B>, BoxError>
+/// Builds a client for `http` and `https` with the operating system's CA certificates.
+fn https_client<B>() -> Result<Client<Connector, B>, BoxError>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -89,13 +90,26 @@ where
     Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 
+/// Builds a plain HTTP client.
+fn http_client<B>() -> Client<HttpConnector, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
 /// Sends one request and prints its status.
-async fn send(
-    service: &mut Authenticated,
+async fn send<C>(
+    service: &mut Authenticated<C>,
     method: Method,
     uri: Uri,
     body: &'static [u8],
-) -> Result<StatusCode, BoxError> {
+) -> Result<StatusCode, BoxError>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
     let request = Request::builder()
         .method(method.clone())
         .uri(uri.clone())
@@ -118,10 +132,11 @@ async fn run_tour() -> Result<(), BoxError> {
         .token_lifetime(Duration::from_secs(4))
         .start()
         .await?;
-    let source = LoginSource::new(client()?, server.base_uri(), server.credentials());
+    // The mock speaks plain HTTP on loopback, so the tour needs no TLS.
+    let source = LoginSource::new(http_client(), server.base_uri(), server.credentials());
     let layer = BearerAuthLayer::new(source).refresh_before(Duration::from_secs(2));
     let cache = layer.cache().clone();
-    let mut service = layer.layer(client()?);
+    let mut service = layer.layer(http_client());
     let evidence = server.uri("/evidence");
 
     println!("\n1. The first request logs in; the next two reuse the cached token.");
@@ -187,9 +202,9 @@ async fn run_against(base: &str) -> Result<(), BoxError> {
         BearerAuthLayer::new(StaticToken::from_env()?.with_origin(base.clone())?)
     } else {
         let credentials = Credentials::from_env()?;
-        BearerAuthLayer::new(LoginSource::new(client()?, base.clone(), credentials))
+        BearerAuthLayer::new(LoginSource::new(https_client()?, base.clone(), credentials))
     };
-    let mut service = layer.layer(client()?);
+    let mut service = layer.layer(https_client()?);
     let evidence = join(&base, "/evidence")?;
     println!("Sending GET {evidence} three times.");
     for _ in 0..3 {
