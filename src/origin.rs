@@ -95,7 +95,7 @@ impl Origin {
         }
         let host = uri.host().unwrap_or_default();
         let port = uri.port_u16().or_else(|| default_port(&self.scheme));
-        port == Some(self.port) && normalize_host(host).eq_ignore_ascii_case(&self.host)
+        port == Some(self.port) && same_host(host, &self.host)
     }
 
     /// Returns `true` for `https`.
@@ -121,14 +121,34 @@ impl Origin {
     }
 }
 
+/// Returns `true` when two hosts name the same machine: equal names without regard to
+/// ASCII case or a trailing dot, or equal IP addresses however they are written, such as
+/// `[::1]` and `[0:0:0:0:0:0:0:1]`.
+fn same_host(host: &str, other: &str) -> bool {
+    let host = normalize_host(host);
+    if host.eq_ignore_ascii_case(other) {
+        return true;
+    }
+    match (parse_ip(host), parse_ip(other)) {
+        (Some(ip), Some(other_ip)) => ip == other_ip,
+        _ => false,
+    }
+}
+
+fn parse_ip(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
 /// Returns `true` for `localhost` in any case, an address in 127.0.0.0/8 and `[::1]`.
 pub(crate) fn is_loopback_host(host: &str) -> bool {
     let host = normalize_host(host);
     if host.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    parse_ip(host).is_some_and(|ip| ip.is_loopback())
 }
 
 fn default_port(scheme: &str) -> Option<u16> {
@@ -193,6 +213,15 @@ mod tests {
         let api = origin("https://api.resq.software");
         assert!(api.matches(&"https://someone@api.resq.software/x".parse().unwrap()));
         assert!(!api.matches(&"https://api.resq.software@evil.example/x".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv6_forms_of_one_address_match() {
+        let api = origin("http://[::1]:8080");
+        assert!(api.matches(&"http://[0:0:0:0:0:0:0:1]:8080/x".parse().unwrap()));
+        assert!(api.matches(&"http://[::1]:8080/x".parse().unwrap()));
+        assert!(!api.matches(&"http://[::2]:8080/x".parse().unwrap()));
+        assert!(!api.matches(&"http://127.0.0.1:8080/x".parse().unwrap()));
     }
 
     #[test]
