@@ -348,6 +348,16 @@ impl MockServer {
             .push(response, count);
     }
 
+    /// Drops every queued script of [`respond_next`](Self::respond_next),
+    /// [`fail_next_logins`](Self::fail_next_logins) and
+    /// [`script_next_login`](Self::script_next_login), so that every request gets the
+    /// normal handling again.
+    pub fn clear_scripts(&self) {
+        let mut state = self.inner.shared.lock();
+        state.request_scripts.clear();
+        state.login_scripts.clear();
+    }
+
     /// Makes requests to `path` with a valid token receive `403` with
     /// `{"error": "Forbidden: token lacks the scope for <path>"}`.
     ///

@@ -116,6 +116,11 @@ impl ScriptQueue {
         }
     }
 
+    /// Removes every queued response.
+    pub(super) fn clear(&mut self) {
+        self.entries.clear();
+    }
+
     /// Removes one use of the oldest response and returns it.
     pub(super) fn pop(&mut self) -> Option<ScriptedResponse> {
         let (response, remaining) = self.entries.front_mut()?;

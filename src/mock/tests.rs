@@ -416,6 +416,24 @@ async fn respond_next_zero_count_is_ignored() {
 }
 
 #[tokio::test]
+async fn clear_scripts_restores_normal_handling() {
+    let server = MockServer::start().await.expect("server did not start");
+    let token = login(&server).await;
+    server.respond_next(5, ScriptedResponse::new(StatusCode::TOO_MANY_REQUESTS));
+    server.fail_next_logins(5, StatusCode::SERVICE_UNAVAILABLE);
+
+    server.clear_scripts();
+
+    assert_eq!(
+        get_with_token(&server, "/evidence", &token).await.status,
+        StatusCode::OK
+    );
+    let body = login_body("operator", "resq-mock-password");
+    assert_eq!(post_login(&server, body).await.status, StatusCode::OK);
+    assert_eq!(server.logins(), 2);
+}
+
+#[tokio::test]
 async fn deny_path_forbids_valid_token() {
     let server = MockServer::start().await.expect("server did not start");
     let token = login(&server).await;
