@@ -7,7 +7,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::entry::{Authorization, Entry};
-use super::{Failure, State, TokenCache};
+use super::{State, TokenCache};
 use crate::error::{Error, ErrorKind};
 use crate::token::Token;
 
@@ -159,14 +159,14 @@ impl TokenCache {
                 Ok(authorization)
             }
             Err(error) => {
-                let consecutive = state.failure.as_ref().map_or(0, |f| f.consecutive) + 1;
-                // A server that asked for a longer wait, with `Retry-After` on a `429` from
+                // A server that requested a longer wait, with `Retry-After` on a `429` from
                 // `/login`, gets it, up to `MAX_REQUESTED_COOLDOWN`.
                 let requested = error
                     .retry_in()
                     .unwrap_or_default()
                     .min(MAX_REQUESTED_COOLDOWN);
-                let cooldown = self.config().cooldown(consecutive).max(requested);
+                let (consecutive, cooldown) =
+                    state.record_failure(error.clone(), self.config(), now, requested);
                 tracing::warn!(
                     error = %error,
                     kind = ?error.kind(),
@@ -174,11 +174,6 @@ impl TokenCache {
                     retry_in_seconds = cooldown.as_secs_f64(),
                     "login failed"
                 );
-                state.failure = Some(Failure {
-                    error: error.clone(),
-                    retry_at: now + cooldown,
-                    consecutive,
-                });
                 self.counters().login_failed();
                 Err(error)
             }

@@ -8,6 +8,7 @@ mod stats;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{RwLock, watch};
 use tokio::time::Instant;
@@ -282,12 +283,26 @@ impl State {
             return;
         }
         self.flight = None;
+        self.record_failure(login::task_ended(), config, now, Duration::ZERO);
+    }
+
+    /// Records a failed login and its cooldown: the configured backoff for this many
+    /// consecutive failures, or `requested` when that is longer. Returns both.
+    fn record_failure(
+        &mut self,
+        error: Error,
+        config: &CacheConfig,
+        now: Instant,
+        requested: Duration,
+    ) -> (u32, Duration) {
         let consecutive = self.failure.as_ref().map_or(0, |f| f.consecutive) + 1;
+        let cooldown = config.cooldown(consecutive).max(requested);
         self.failure = Some(Failure {
-            error: login::task_ended(),
-            retry_at: now + config.cooldown(consecutive),
+            error,
+            retry_at: now + cooldown,
             consecutive,
         });
+        (consecutive, cooldown)
     }
 }
 
