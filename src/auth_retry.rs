@@ -120,7 +120,7 @@ where
     }
 
     /// Copies every request, even after the replay: tower's `Retry` calls
-    /// [`retry`](Policy::retry) only for a request it holds a copy of, and `retry` must see
+    /// [`retry`](Policy::retry) only for a request it has a copy of, and `retry` must see
     /// every `401` to drop the token and every `403` to log it.
     fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
         clone_request(request)

@@ -23,7 +23,7 @@ pub const DEFAULT_MAX_REPLAY_BODY: usize = 64 * 1024;
 ///
 /// A retry layer calls [`clone_for_replay`](ReplayableBody::clone_for_replay) before it
 /// sends a request, and sends the copy only if [`can_replay`](ReplayableBody::can_replay)
-/// still returns `true` once the response asks for a replay.
+/// still returns `true` once the response calls for a replay.
 pub trait ReplayableBody: Body + Sized {
     /// Returns a body that will yield the same bytes, or `None` when that is impossible.
     fn clone_for_replay(&self) -> Option<Self>;
@@ -240,8 +240,8 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    /// Always returns a copy, so that a retry policy still sees the response: a copy of a
-    /// body over the limit reports `false` from [`can_replay`](Self::can_replay).
+    /// Always returns a copy, so that a retry policy still receives the response. A copy of
+    /// a body over the limit reports `false` from [`can_replay`](Self::can_replay).
     fn clone_for_replay(&self) -> Option<Self> {
         Some(ReplayBody {
             source: None,

@@ -140,7 +140,7 @@ impl Error {
         self.inner.kind == ErrorKind::Config
     }
 
-    /// Returns the HTTP status that `/login` answered, if the error comes from one.
+    /// Returns the HTTP status that `/login` responded with, if the error comes from one.
     pub fn status(&self) -> Option<StatusCode> {
         self.inner.status
     }

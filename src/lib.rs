@@ -55,7 +55,7 @@
 //! [`AttachTokenLayer`]; each can also be used alone with a [`TokenCache`]. The retry layers
 //! use tower's [`Retry`](tower::retry::Retry) with the policies [`ThrottlePolicy`] and
 //! [`AuthRetryPolicy`]. Request bodies are wrapped in [`ReplayBody`], which records them as
-//! they are sent so that a replay carries the same bytes; responses come back in a
+//! they are sent so that a replay carries the same bytes. Responses come back in a
 //! [`ResponseBody`] that passes frames through and watches gRPC trailers.
 //!
 //! # Errors

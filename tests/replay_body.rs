@@ -136,7 +136,7 @@ async fn server_error_is_not_retried() {
     assert_eq!(layer.cache().stats().throttle_retries, 0);
 }
 
-/// A server that reads one whole request per connection, then resets the connection
+/// Starts a server that reads one whole request per connection, then resets the connection
 /// without a response. Returns its address and the number of connections it accepted.
 async fn resetting_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

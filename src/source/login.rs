@@ -34,8 +34,8 @@ const DEFAULT_MAX_RESPONSE_BODY: usize = 64 * 1024;
 ///
 /// - `401` gives an [`InvalidCredentials`](ErrorKind::InvalidCredentials) error, never
 ///   retried.
-/// - `429` is retried after the wait that [`ThrottleConfig`] computes from `Retry-After`;
-///   when attempts run out or the wait is too long, it gives a
+/// - `429` is retried after the wait that [`ThrottleConfig`] computes from `Retry-After`.
+///   When attempts run out or the wait is too long, it gives a
 ///   [`LoginStatus`](ErrorKind::LoginStatus) error.
 /// - Any other status gives a [`LoginStatus`](ErrorKind::LoginStatus) error.
 /// - A `200` body that is not a valid login response, or one larger than 64 KiB, gives an
@@ -308,7 +308,7 @@ where
                     ),
                 )
                 .with_status(status);
-                // A `Retry-After` here asks the token cache for a longer cooldown.
+                // A `Retry-After` here requests a longer cooldown from the token cache.
                 Err(match requested_wait {
                     Some(wait) if status == StatusCode::TOO_MANY_REQUESTS && !wait.is_zero() => {
                         error.with_retry_in(wait)

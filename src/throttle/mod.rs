@@ -211,7 +211,7 @@ where
 
     /// Copies every request for the API origin, even on the last attempt: tower's `Retry`
     /// calls [`retry`](Policy::retry), which feeds the retry budget, only for a request it
-    /// holds a copy of. Requests for other origins are not copied, so they are never
+    /// has a copy of. Requests for other origins are not copied, so they are never
     /// retried.
     fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
         if let Some(origin) = &self.origin {

@@ -104,7 +104,7 @@ impl TokenSource for ScriptedSource {
     }
 }
 
-/// A service that responds 200 with the request's Authorization value as the body, for
+/// Returns a service that responds 200 with the request's Authorization value as the body, for
 /// tests on the paused clock where a socket would let the clock jump.
 pub fn echo_authorization() -> impl tower::Service<
     Request<ReplayBody<Full<Bytes>>>,
